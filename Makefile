@@ -1,0 +1,26 @@
+# Thin wrapper: each target runs one script (see README.md).
+.PHONY: all export status baseline check check-full clean help
+
+all:
+	@scripts/all
+
+export:
+	@scripts/export
+
+status:
+	@scripts/series-status
+
+baseline:
+	@scripts/baseline
+
+check:
+	@scripts/check $(if $(ONLY),--only $(ONLY))
+
+check-full:
+	@scripts/check-full
+
+clean:
+	@scripts/clean
+
+help:
+	@sed -n 's/^## //p' README.md

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Print the list of test suites (JSON) that tests/run.py runs.
+
+quick: what `make check` runs on the series build.
+full:  upstream migration-test --full, for one build (check-full runs it
+       for the series and for stock 10.2.2).
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+
+UNIT_TESTS = [
+    'test-qobject-input-visitor',
+    'test-qobject-output-visitor',
+    'test-clone-visitor',
+    'test-keyval',
+    'test-visitor-serialization',
+    'test-string-input-visitor',
+    'test-string-output-visitor',
+    'test-forward-visitor',
+    'test-qmp-cmds',
+]
+
+# Upstream qtests and how long each may take on a loaded 2-core machine.
+QTESTS = [
+    ('migration-test', 2400),
+    ('device-introspect-test', 900),
+    ('qmp-cmd-test', 900),
+    ('test-hmp', 900),
+]
+
+
+def qtest_env(build):
+    src = os.path.dirname(build)
+    env = {
+        'QTEST_QEMU_BINARY': os.path.join(build, 'qemu-system-x86_64'),
+        'QTEST_QEMU_IMG': os.path.join(build, 'qemu-img'),
+        'PYTHON': os.path.join(build, 'pyvenv', 'bin', 'python3'),
+        'G_TEST_SRCDIR': os.path.join(src, 'tests', 'qtest'),
+        'G_TEST_BUILDDIR': os.path.join(build, 'tests', 'qtest'),
+        'MALLOC_PERTURB_': str(random.randint(1, 255)),
+    }
+    return env
+
+
+def quick(top, build):
+    src = os.path.dirname(build)
+    suites = [
+        {'name': 'series/hygiene',
+         'cmd': ['bash', os.path.join(top, 'tests', 'series-hygiene.sh')],
+         'timeout': 900},
+        {'name': 'series/tooling',
+         'cmd': ['bash', os.path.join(top, 'tests', 'tooling.sh')],
+         'timeout': 600},
+    ]
+    for t in UNIT_TESTS:
+        suites.append({
+            'name': 'unit/' + t,
+            'cmd': [os.path.join(build, 'tests', 'unit', t), '--tap', '-k'],
+            'cwd': build,
+            'env': {'G_TEST_SRCDIR': os.path.join(src, 'tests', 'unit'),
+                    'G_TEST_BUILDDIR': os.path.join(build, 'tests', 'unit')},
+            'timeout': 300,
+        })
+    for t, timeout in QTESTS:
+        suites.append({
+            'name': 'qtest/' + t,
+            'cmd': [os.path.join(build, 'tests', 'qtest', t), '--tap', '-k'],
+            'cwd': build,
+            'env': qtest_env(build),
+            'timeout': timeout,
+        })
+    suites.append({
+        'name': 'project/smoke',
+        'cmd': ['python3', os.path.join(top, 'tests', 'smoke.py'),
+                '--qemu', os.path.join(build, 'qemu-system-x86_64')],
+        'timeout': 600,
+    })
+    return suites
+
+
+def full(top, build, label):
+    return [{
+        'name': 'full/%s/migration-test' % label,
+        'cmd': [os.path.join(build, 'tests', 'qtest', 'migration-test'),
+                '--tap', '-k', '--full'],
+        'cwd': build,
+        'env': qtest_env(build),
+        'timeout': 5400,
+    }]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('mode', choices=['quick', 'full'])
+    ap.add_argument('--top', required=True)
+    ap.add_argument('--build', required=True)
+    ap.add_argument('--label', default='series')
+    args = ap.parse_args()
+    if args.mode == 'quick':
+        suites = quick(args.top, args.build)
+    else:
+        suites = full(args.top, args.build, args.label)
+    json.dump(suites, sys.stdout, indent=1)
+
+
+if __name__ == '__main__':
+    main()
