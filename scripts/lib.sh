@@ -43,7 +43,10 @@ BUILD_TARGETS=(qemu-system-x86_64 qemu-img
                tests/unit/test-string-input-visitor
                tests/unit/test-string-output-visitor
                tests/unit/test-forward-visitor
-               tests/unit/test-qmp-cmds)
+               tests/unit/test-qmp-cmds
+               tests/unit/test-qdev-global-props
+               tests/unit/test-dealloc-present-visitor
+               tests/unit/test-qapi-merge)
 
 msg() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { msg "error: $*"; exit 1; }
