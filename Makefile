@@ -1,5 +1,5 @@
 # Thin wrapper: each target runs one script (see README.md).
-.PHONY: all export status baseline check check-full clean help
+.PHONY: all export status baseline check check-full check-bisect check-asan clean help
 
 all:
 	@scripts/all
@@ -18,6 +18,12 @@ check:
 
 check-full:
 	@scripts/check-full
+
+check-bisect:
+	@scripts/check-bisect
+
+check-asan:
+	@scripts/check-asan
 
 clean:
 	@scripts/clean

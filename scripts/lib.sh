@@ -24,6 +24,11 @@ export CCACHE_DIR=${CCACHE_DIR:-$CACHE_DIR/ccache}
 # the baseline tree share cache entries.
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$TOP}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# QEMU's configure names the compiler, so meson does not add ccache by
+# itself: put Debian's ccache masquerade directory first.
+if [ -d /usr/lib/ccache ]; then
+    export PATH=/usr/lib/ccache:$PATH
+fi
 
 # Deterministic git behaviour whatever the developer's configuration.
 GIT_EXPORT_OPTS=(-c core.abbrev=10 -c diff.algorithm=myers

@@ -84,7 +84,8 @@ class QMP:
 class VM:
     """A QEMU process with a QMP socket in a private temporary directory."""
 
-    def __init__(self, binary, args=(), name='vm', tmpdir=None):
+    def __init__(self, binary, args=(), name='vm', tmpdir=None,
+                 machine='q35'):
         self.binary = binary
         self.name = name
         self.tmpdir = tmpdir or tempfile.mkdtemp(prefix='qemu-series-')
@@ -92,7 +93,7 @@ class VM:
         self.qmp_path = os.path.join(self.tmpdir, name + '.qmp')
         self.log_path = os.path.join(self.tmpdir, name + '.log')
         self.args = [binary, '-nodefaults', '-display', 'none',
-                     '-accel', 'tcg', '-M', 'q35', '-m', '64M',
+                     '-accel', 'tcg', '-M', machine, '-m', '64M',
                      '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path]
         self.args += list(args)
         self.proc = None

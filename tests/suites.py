@@ -50,7 +50,7 @@ def qtest_env(build):
     return env
 
 
-def quick(top, build):
+def quick(top, build, stock):
     src = os.path.dirname(build)
     suites = [
         {'name': 'series/hygiene',
@@ -80,6 +80,13 @@ def quick(top, build):
             'timeout': timeout,
         })
     suites.append({
+        'name': 'project/params-compat',
+        'cmd': ['python3', os.path.join(top, 'tests', 'params_compat.py'),
+                '--qemu', os.path.join(build, 'qemu-system-x86_64'),
+                '--stock', os.path.join(stock, 'qemu-system-x86_64')],
+        'timeout': 300,
+    })
+    suites.append({
         'name': 'project/smoke',
         'cmd': ['python3', os.path.join(top, 'tests', 'smoke.py'),
                 '--qemu', os.path.join(build, 'qemu-system-x86_64')],
@@ -105,9 +112,10 @@ def main():
     ap.add_argument('--top', required=True)
     ap.add_argument('--build', required=True)
     ap.add_argument('--label', default='series')
+    ap.add_argument('--stock', help='build directory of stock QEMU')
     args = ap.parse_args()
     if args.mode == 'quick':
-        suites = quick(args.top, args.build)
+        suites = quick(args.top, args.build, args.stock)
     else:
         suites = full(args.top, args.build, args.label)
     json.dump(suites, sys.stdout, indent=1)
