@@ -105,11 +105,14 @@ def main():
                    'series: %r\nstock:  %r' % (a, b))
             return a
 
+        def same_hmp(what):
+            a = series.hmp('info migrate_parameters')
+            b = stock.hmp('info migrate_parameters')
+            tap.ok(a == b, 'same HMP info migrate_parameters ' + what,
+                   'series:\n%s\nstock:\n%s' % (a, b))
+
         same('start')
-        h1 = series.hmp('info migrate_parameters')
-        h2 = stock.hmp('info migrate_parameters')
-        tap.ok(h1 == h2, 'same HMP info migrate_parameters at start',
-               'series:\n%s\nstock:\n%s' % (h1, h2))
+        same_hmp('at start')
 
         for name, values in VALID:
             for value in values:
@@ -128,10 +131,7 @@ def main():
         stock.cmd('migrate-set-parameters', everything)
         same('setting every parameter at once')
 
-        h1 = series.hmp('info migrate_parameters')
-        h2 = stock.hmp('info migrate_parameters')
-        tap.ok(h1 == h2, 'same HMP info migrate_parameters after sets',
-               'series:\n%s\nstock:\n%s' % (h1, h2))
+        same_hmp('after sets')
 
         for request, name in INVALID:
             before = series.cmd('query-migrate-parameters')
