@@ -24,6 +24,9 @@ export CCACHE_DIR=${CCACHE_DIR:-$CACHE_DIR/ccache}
 # the baseline tree share cache entries.
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$TOP}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Builds are compiled with -g, for which ccache hashes the working
+# directory; the trees live in different directories, so do not.
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
 # QEMU's configure names the compiler, so meson does not add ccache by
 # itself: put Debian's ccache masquerade directory first.
 if [ -d /usr/lib/ccache ]; then
