@@ -37,6 +37,11 @@ cp -r "$TOP/scripts" "$TOP/base.pin" "$TOP/series.conf" "$TOP/cover-letter.txt" 
 git clone -q --shared "$QEMU_DIR" "$T/qemu" >"$log" 2>&1
 ok $? "scratch project with a clone of qemu/" "$log"
 tg() { git -C "$T/qemu" -c user.name="$SERIES_NAME" -c user.email="$SERIES_EMAIL" "$@"; }
+# The series as it is; the test adds a patch after it.
+n0=$(series_patches | wc -l)
+n1=$((n0 + 1))
+newpatch=$(printf '%04d' $n1)-docs-Add-a-file-for-the-tooling-test.patch
+badpatch=$(printf '%04d' $n1)-bad-Patch.patch
 sum() { (cd "$T/patches" && sha256sum ./* | sha256sum); }
 
 expect 0 "in sync" "series-status: in sync after a fresh apply" -- "$T/scripts/series-status"
@@ -53,13 +58,11 @@ expect 1 "not in patches/" "setup-tree refuses to drop an unexported commit" -- 
 [ "$(tg rev-parse HEAD)" = "$new" ]
 ok $? "setup-tree left the unexported commit in place"
 
-expect 0 "exported 1 patches" "export writes the new commit" -- "$T/scripts/export"
-grep -qx "0001-docs-Add-a-file-for-the-tooling-test.patch" "$T/patches/series" &&
-    grep -q '^Subject: \[PATCH 0/1\] ' "$T/patches/0000-cover-letter.patch" &&
-    grep -q '^From 0000000000000000000000000000000000000000 ' \
-        "$T/patches/0001-docs-Add-a-file-for-the-tooling-test.patch" &&
-    grep -Eq '^index [0-9a-f]{10}\.\.[0-9a-f]{10}$|^new file mode' \
-        "$T/patches/0001-docs-Add-a-file-for-the-tooling-test.patch"
+expect 0 "exported $n1 patches" "export writes the new commit" -- "$T/scripts/export"
+grep -qx "$newpatch" "$T/patches/series" &&
+    grep -q "^Subject: \[PATCH 0/$n1\] " "$T/patches/0000-cover-letter.patch" &&
+    grep -q '^From 0000000000000000000000000000000000000000 ' "$T/patches/$newpatch" &&
+    grep -Eq '^index [0-9a-f]{10}\.\.[0-9a-f]{10}$' "$T/patches/$newpatch"
 ok $? "export: series file, cover letter, zero commit, 10-hex index lines"
 before=$(sum)
 expect 0 "0 files changed" "export again: no file rewritten" -- "$T/scripts/export"
@@ -69,24 +72,25 @@ expect 0 "in sync" "series-status: in sync after export" -- "$T/scripts/series-s
 
 # Someone else's patches/ arrives (the patch dropped): qemu/ holds nothing
 # new, so setup-tree may re-apply.
-printf '# The series\n' > "$T/patches/series"
-rm "$T/patches/0001-docs-Add-a-file-for-the-tooling-test.patch"
+grep -vx "$newpatch" "$T/patches/series" > "$T/series.new"
+mv "$T/series.new" "$T/patches/series"
+rm "$T/patches/$newpatch"
 expect 0 "re-applying" "setup-tree re-applies a changed patches/ when nothing is lost" -- "$T/scripts/setup-tree"
-[ "$(tg rev-parse HEAD)" = "$(tg rev-parse base)" ] &&
+[ "$(tg rev-list --count base..HEAD)" = "$n0" ] &&
     [ "$(tg rev-parse refs/series/previous)" = "$new" ]
-ok $? "setup-tree: HEAD is base, the old HEAD kept in refs/series/previous"
+ok $? "setup-tree: HEAD is the series again, the old HEAD kept in refs/series/previous"
 
 # A patch that does not apply is named.
 printf 'From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\nFrom: x <x@example.org>\nSubject: [PATCH] bad: Patch\n\nSigned-off-by: x <x@example.org>\n---\n--- a/nonexistent\n+++ b/nonexistent\n@@ -1 +1 @@\n-a\n+b\n' \
-    > "$T/patches/0001-bad-Patch.patch"
-printf '0001-bad-Patch.patch\n' >> "$T/patches/series"
-expect 1 "patch 0001-bad-Patch.patch does not apply" "setup-tree names the patch that does not apply" -- "$T/scripts/setup-tree"
+    > "$T/patches/$badpatch"
+echo "$badpatch" >> "$T/patches/series"
+expect 1 "patch $badpatch does not apply" "setup-tree names the patch that does not apply" -- "$T/scripts/setup-tree"
 expect 1 "does not apply" "series-status: exit 1 when a patch does not apply" -- "$T/scripts/series-status"
 
 # Uncommitted changes block a re-apply.
 tg reset -q --hard "$new"
 tg update-ref refs/series/synced HEAD
-rm "$T/patches/0001-bad-Patch.patch"; printf '# x\n' > "$T/patches/series"
+rm "$T/patches/$badpatch"; printf '# x\n' > "$T/patches/series"
 echo "# local edit" >> "$T/qemu/README.rst"
 echo "0" > "$T/qemu/.git/series-applied"
 expect 1 "uncommitted changes" "setup-tree refuses to re-apply over uncommitted changes" -- "$T/scripts/setup-tree"
