@@ -83,3 +83,22 @@ without_kvm() {
         "$@"
     fi
 }
+
+# A binary run from a build dir looks for its data under qemu-bundle/:
+# link Debian's SeaBIOS and iPXE ROMs and the built x86 option ROMs
+# there (the repack has no blobs, and they are not installed).
+link_firmware() {
+    local build=$1 datadir f
+    datadir=$build/qemu-bundle/usr/local/share/qemu
+    make -C "$build" -j "$(nproc)" --no-print-directory pc-bios/optionrom/all \
+        >"$build/.series-roms.log" 2>&1 ||
+        die "building the option ROMs failed (see $build/.series-roms.log)"
+    mkdir -p "$datadir"
+    for f in /usr/share/seabios/*.bin /usr/lib/ipxe/qemu/*.rom "$build"/pc-bios/optionrom/*.bin; do
+        [ -e "$f" ] || continue
+        ln -sfn "$f" "$datadir/${f##*/}"
+    done
+    for f in bios-256k.bin vgabios-stdvga.bin efi-e1000e.rom linuxboot_dma.bin kvmvapic.bin; do
+        [ -e "$datadir/$f" ] || die "firmware $f missing from $datadir"
+    done
+}
