@@ -1,5 +1,5 @@
 # Thin wrapper: each target runs one script (see README.md).
-.PHONY: all export status baseline check check-full check-bisect check-asan clean help
+.PHONY: all export status baseline check check-full check-stress check-bisect check-asan clean help
 
 all:
 	@scripts/all
@@ -18,6 +18,9 @@ check:
 
 check-full:
 	@scripts/check-full
+
+check-stress:
+	@scripts/check-stress
 
 check-bisect:
 	@scripts/check-bisect

@@ -79,6 +79,31 @@ def quick(top, build, stock):
             'env': qtest_env(build),
             'timeout': timeout,
         })
+    # The postcopy recovery TLS test is in --full only: it shows that a
+    # paused postcopy migration recovers with the TLS options it started
+    # with, which the series no longer lets change while it runs.
+    suites.append({
+        'name': 'qtest/migration-test-postcopy-recovery-tls',
+        'cmd': [os.path.join(build, 'tests', 'qtest', 'migration-test'),
+                '--tap', '-k', '--full',
+                '-p', '/x86_64/migration/postcopy/recovery/tls/psk'],
+        'cwd': build,
+        'env': qtest_env(build),
+        'timeout': 600,
+    })
+    suites.append({
+        'name': 'project/gating',
+        'cmd': ['python3', os.path.join(top, 'tests', 'gating.py'),
+                '--qemu', os.path.join(build, 'qemu-system-x86_64')],
+        'timeout': 600,
+    })
+    suites.append({
+        'name': 'project/shutdown-query',
+        'cmd': ['python3', os.path.join(top, 'tests', 'shutdown_query.py'),
+                '--runs', '20', '--label', 'series',
+                os.path.join(build, 'qemu-system-x86_64')],
+        'timeout': 600,
+    })
     suites.append({
         'name': 'project/params-compat',
         'cmd': ['python3', os.path.join(top, 'tests', 'params_compat.py'),
