@@ -17,7 +17,7 @@ ran, how many of the non-runtime changes it accepted (the series
 refuses them all; stock 10.2.2 accepts them and frees the old values
 under the migration threads), and the outcome.
 
-usage: param_stress.py [--requests N] [--label L] BINARY
+usage: param_stress.py [--requests N] [--label L] [--logdir D] BINARY
 Prints TAP.
 """
 
@@ -78,6 +78,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--requests', type=int, default=1000)
     ap.add_argument('--label', default='qemu')
+    ap.add_argument('--logdir', help='keep the QEMU logs here')
     ap.add_argument('binary')
     args = ap.parse_args()
     tap = TAP()
@@ -166,6 +167,11 @@ def main():
         for vm in vms:
             rc = vm.shutdown()
             out = vm.output()
+            if args.logdir:
+                os.makedirs(args.logdir, exist_ok=True)
+                with open(os.path.join(args.logdir, '%s-%s.log' %
+                                       (args.label, vm.name)), 'w') as f:
+                    f.write(out)
             tap.ok(rc == 0 and 'Sanitizer' not in out,
                    '%s %s: exit status %s, no sanitizer report' %
                    (args.label, vm.name, rc), out[-3000:])
