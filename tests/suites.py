@@ -97,6 +97,15 @@ def quick(top, build, stock):
                 '--qemu', os.path.join(build, 'qemu-system-x86_64')],
         'timeout': 600,
     })
+    cmd = ['python3', os.path.join(top, 'tests', 'incoming_config.py'),
+           '--qemu', os.path.join(build, 'qemu-system-x86_64')]
+    if stock:
+        cmd += ['--stock', os.path.join(stock, 'qemu-system-x86_64')]
+    suites.append({
+        'name': 'project/incoming-config',
+        'cmd': cmd,
+        'timeout': 600,
+    })
     suites.append({
         'name': 'project/shutdown-query',
         'cmd': ['python3', os.path.join(top, 'tests', 'shutdown_query.py'),

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""-incoming config: and HMP migrate_set_parameter, over real QMP sockets.
+
+A destination started with -incoming config: (keyval and JSON) shows
+the values in query-migrate-parameters and in HMP's info
+migrate_parameters, over -global and under later QMP; a multifd
+migration whose destination takes its channel count from config:
+completes; HMP sets block-bitmap-mapping (JSON) and resets a TLS option
+with null; malformed options make QEMU exit with status 1 and an error
+that starts with the option and names the key.  With --stock, reports
+what stock 10.2.2 does with the same options (it has no config:).
+
+usage: incoming_config.py --qemu BINARY [--stock BINARY]
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qemu_vm import VM, TAP, QMPError, run_qemu  # noqa: E402
+
+BAD = [
+    ('config:nonsense=1', "Parameter 'nonsense' is unexpected"),
+    ('config:multifd-channels=four', "'multifd-channels' expects"),
+    ('config:multifd-channels=0', "'multifd-channels' expects"),
+    ('config:max-cpu-throttle=5', "'max-cpu-throttle' expects"),
+    ('config:cpr-exec-command.1=x', "'cpr-exec-command.0' missing"),
+    ('config:{"tls-creds": 4}', "'tls-creds', expected"),
+    ('config:', 'no parameter given'),
+]
+
+
+def check_bad(tap, qemu):
+    for opt, want in BAD:
+        rc, out = run_qemu(qemu, ['-M', 'none', '-display', 'none',
+                                  '-nodefaults', '-incoming', opt])
+        first = out.splitlines()[0] if out else ''
+        tap.ok(rc == 1 and ': -incoming config:' in first and want in first,
+               'bad %s: exit 1, names it' % opt, '%d: %s' % (rc, out))
+    rc, out = run_qemu(qemu, ['-M', 'none', '-display', 'none',
+                              '-incoming', 'config:multifd-channels=2',
+                              '-incoming', 'config:max-bandwidth=1'])
+    tap.ok(rc == 1 and 'only one -incoming config: may be given' in out,
+           'a second config: is refused', '%d: %s' % (rc, out))
+
+
+def check_values(tap, qemu):
+    vm = VM(qemu, name='keyval', machine='none',
+            args=['-global', 'migration.x-max-bandwidth=1000',
+                  '-global', 'migration.multifd-channels=3',
+                  '-incoming', 'config:multifd-channels=5,'
+                  'downtime-limit=444,cpr-exec-command.0=qemu,'
+                  'cpr-exec-command.1=-S'])
+    try:
+        vm.start()
+        p = vm.cmd('query-migrate-parameters')
+        tap.ok(p['multifd-channels'] == 5 and p['downtime-limit'] == 444 and
+               p['max-bandwidth'] == 1000 and
+               p['cpr-exec-command'] == ['qemu', '-S'],
+               'keyval config: over -global', p)
+        status = vm.cmd('query-status')['status']
+        tap.ok(status == 'inmigrate', 'config: alone waits like defer',
+               status)
+        info = vm.hmp('info migrate_parameters')
+        tap.ok('multifd-channels: 5' in info and
+               'cpr-exec-command: qemu -S' in info,
+               'info migrate_parameters shows config: values', info)
+        vm.cmd('migrate-set-parameters', {'multifd-channels': 6})
+        p = vm.cmd('query-migrate-parameters')
+        tap.ok(p['multifd-channels'] == 6, 'QMP over config:', p)
+
+        out = vm.hmp('migrate_set_parameter block-bitmap-mapping '
+                     '[{"node-name": "n", "alias": "a", "bitmaps": []}]')
+        p = vm.cmd('query-migrate-parameters')
+        tap.ok(out == '' and p.get('block-bitmap-mapping') ==
+               [{'node-name': 'n', 'alias': 'a', 'bitmaps': []}],
+               'HMP sets block-bitmap-mapping', out)
+        vm.hmp('migrate_set_parameter tls-creds creds0')
+        out = vm.hmp('migrate_set_parameter tls-creds null')
+        p = vm.cmd('query-migrate-parameters')
+        tap.ok(out == '' and p['tls-creds'] == '',
+               'HMP resets tls-creds with null', out)
+        out = vm.hmp('migrate_set_parameter multifd-channels 0')
+        tap.ok("Parameter 'multifd-channels' expects" in out,
+               'HMP error names the parameter', out)
+        tap.ok(vm.shutdown() == 0, 'quits cleanly', vm.output())
+    except (QMPError, RuntimeError, TimeoutError) as e:
+        tap.ok(False, 'unexpected exception: %r' % e, vm.output())
+    finally:
+        vm.cleanup()
+
+    vm = VM(qemu, name='json', machine='none',
+            args=['-incoming', 'defer', '-incoming',
+                  'config:{"tls-creds": null, "cpr-exec-command": [],'
+                  ' "max-bandwidth": 2048}'])
+    try:
+        vm.start()
+        p = vm.cmd('query-migrate-parameters')
+        tap.ok(p['tls-creds'] == '' and p['cpr-exec-command'] == [] and
+               p['max-bandwidth'] == 2048, 'JSON config: after defer', p)
+    except (QMPError, RuntimeError, TimeoutError) as e:
+        tap.ok(False, 'unexpected exception: %r' % e, vm.output())
+    finally:
+        vm.cleanup()
+
+
+def check_migration(tap, qemu):
+    src = VM(qemu, name='src')
+    dst = VM(qemu, name='dst', tmpdir=src.tmpdir,
+             args=['-incoming', 'config:multifd-channels=3',
+                   '-incoming', 'defer'])
+    sock = os.path.join(src.tmpdir, 'migrate.sock')
+    multifd = {'capabilities': [{'capability': 'multifd', 'state': True}]}
+    try:
+        src.start()
+        dst.start()
+        for vm in (src, dst):
+            vm.cmd('migrate-set-capabilities', multifd)
+        src.cmd('migrate-set-parameters', {'multifd-channels': 3})
+        dst.cmd('migrate-incoming', uri='unix:' + sock)
+        src.cmd('migrate', uri='unix:' + sock)
+        st = dst.wait_for(lambda: dst.migration_status()
+                          in ('completed', 'failed') and
+                          dst.migration_status(), 'destination end')
+        tap.ok(st == 'completed',
+               'multifd migration with channels from config:', st)
+    except (QMPError, RuntimeError, TimeoutError) as e:
+        tap.ok(False, 'unexpected exception: %r' % e,
+               src.output() + dst.output())
+    finally:
+        dst.cleanup()
+        src.cleanup()
+
+
+def report_stock(qemu):
+    rc, out = run_qemu(qemu, ['-M', 'none', '-display', 'none',
+                              '-incoming', 'config:multifd-channels=4'])
+    print('# stock 10.2.2, -incoming config:multifd-channels=4: exit %d: %s'
+          % (rc, out.strip()))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--stock')
+    args = ap.parse_args()
+    tap = TAP()
+    check_bad(tap, args.qemu)
+    check_values(tap, args.qemu)
+    check_migration(tap, args.qemu)
+    if args.stock:
+        report_stock(args.stock)
+    return tap.done()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
