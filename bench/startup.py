@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Startup time to the first QMP reply, series against stock 10.2.2.
+
+QEMU is started with its QMP monitor connecting to a socket this script
+listens on (so no polling is involved); the time measured runs from the
+spawn to the reply to qmp_capabilities.  Three variants run in
+alternation, several times each:
+
+  stock    stock 10.2.2, -incoming defer
+  series   the series, -incoming defer
+  config   the series, -incoming defer plus -incoming config: with ten
+           parameters
+
+and the report gives the median and the spread of each and the ratios
+series/stock and config/series (the overhead of config:).  Nothing here
+asserts a time: the figures describe this machine.
+
+usage: startup.py --series BIN --stock BIN [--runs N] [--out FILE]
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CONFIG = ('config:multifd-channels=4,max-bandwidth=1G,downtime-limit=500,'
+          'max-cpu-throttle=90,cpu-throttle-initial=30,'
+          'cpu-throttle-increment=15,announce-rounds=6,'
+          'xbzrle-cache-size=128M,multifd-compression=none,'
+          'zero-page-detection=multifd')
+
+
+def accel():
+    """KVM if it can be opened, TCG otherwise."""
+    try:
+        fd = os.open('/dev/kvm', os.O_RDWR)
+        os.close(fd)
+        return 'kvm'
+    except OSError:
+        return 'tcg'
+
+
+def one_run(binary, extra, acc, tmpdir):
+    path = os.path.join(tmpdir, 'qmp.sock')
+    if os.path.exists(path):
+        os.unlink(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    srv.settimeout(60)
+    args = [binary, '-nodefaults', '-display', 'none', '-accel', acc,
+            '-M', 'q35', '-m', '256M', '-qmp', 'unix:' + path,
+            '-incoming', 'defer'] + extra
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        conn, _ = srv.accept()
+        f = conn.makefile('rwb')
+        f.readline()                        # greeting
+        f.write(b'{"execute": "qmp_capabilities"}\n')
+        f.flush()
+        reply = f.readline()
+        elapsed = time.perf_counter() - start
+        if b'"return"' not in reply:
+            raise RuntimeError('no reply: %r' % reply)
+        f.write(b'{"execute": "quit"}\n')
+        f.flush()
+        f.readline()
+        conn.close()
+    finally:
+        srv.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError('%s exited with %d: %s' % (
+            binary, proc.returncode, proc.stderr.read().decode()))
+    proc.stderr.close()
+    return elapsed
+
+
+def version(binary):
+    out = subprocess.run([binary, '--version'], capture_output=True,
+                         text=True).stdout
+    return out.splitlines()[0] if out else '?'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument('--series', required=True)
+    ap.add_argument('--stock', required=True)
+    ap.add_argument('--runs', type=int, default=40)
+    ap.add_argument('--out', help='markdown report')
+    args = ap.parse_args()
+
+    acc = accel()
+    variants = [('stock', args.stock, []),
+                ('series', args.series, []),
+                ('config', args.series, ['-incoming', CONFIG])]
+    times = {name: [] for name, _, _ in variants}
+    tmpdir = tempfile.mkdtemp(prefix='bench-startup-')
+    try:
+        for name, binary, extra in variants:     # warm the page cache
+            one_run(binary, extra, acc, tmpdir)
+        for i in range(args.runs):
+            # Rotate the order, so that no variant always runs first
+            for j in range(len(variants)):
+                name, binary, extra = variants[(i + j) % len(variants)]
+                times[name].append(one_run(binary, extra, acc, tmpdir))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def ms(v):
+        return '%.1f' % (v * 1000)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = [
+        '## Startup to the first QMP reply',
+        '',
+        'Machine: %d cores, %s, accelerator %s; `-M q35 -m 256M '
+        '-nodefaults -incoming defer`; %d runs of each variant, in '
+        'rotation.' % (os.cpu_count(), platform.machine(), acc, args.runs),
+        '',
+        'stock: %s; series: %s' % (version(args.stock),
+                                   version(args.series) + ' + series'),
+        '',
+        '| variant | median ms | min ms | p90 ms | max ms |',
+        '|---|---:|---:|---:|---:|',
+    ]
+    for name in times:
+        v = sorted(times[name])
+        p90 = v[min(len(v) - 1, int(len(v) * 0.9))]
+        lines.append('| %s | %s | %s | %s | %s |' % (
+            name, ms(med[name]), ms(v[0]), ms(p90), ms(v[-1])))
+    lines += [
+        '',
+        '| ratio | median |',
+        '|---|---:|',
+        '| series / stock | %.3f |' % (med['series'] / med['stock']),
+        '| config / series (overhead of a ten-parameter config:) | %.3f |'
+        % (med['config'] / med['series']),
+        '',
+        '`config` adds `-incoming %s`.' % CONFIG,
+    ]
+    text = '\n'.join(lines) + '\n'
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)),
+                    exist_ok=True)
+        with open(args.out, 'w') as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
