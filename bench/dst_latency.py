@@ -159,10 +159,7 @@ def main():
     ap.add_argument('--no-plot', action='store_true')
     ap.add_argument('--tmpdir', help='where the RAM file goes')
     args = ap.parse_args()
-    args.variants = [v for v in args.variants.split(',') if v]
-    for v in args.variants:
-        if v not in miglib.VARIANTS:
-            bl.die('unknown variant %r' % v)
+    args.variants = miglib.parse_variants(args.variants)
     bl.ram_size_arg(args.ram_gib)
     bl.exit_on_sigterm()
 
@@ -178,16 +175,8 @@ def main():
     start = time.monotonic()
     tmpdir = tempfile.mkdtemp(prefix='bench-dstlat-', dir=args.tmpdir)
     try:
-        ram_file = None
-        if 'random' in args.variants:
-            ram_file = os.path.join(tmpdir, 'ram.bin')
-            print('writing %g GiB of random bytes...' % args.ram_gib,
-                  file=sys.stderr, flush=True)
-            miglib.make_random_file(ram_file,
-                                    bl.ram_size_arg(args.ram_gib)[1])
-        for name, binary in binaries:           # warm up, not measured
-            miglib.migrate_once(binary, 'zero', min(args.ram_gib, 0.25),
-                                acc, tmpdir, hammer=True)
+        ram_file = miglib.prepare(binaries, args.variants, args.ram_gib,
+                                  acc, tmpdir, hammer=True)
         for rep in range(args.reps):
             for variant in args.variants:
                 order = binaries[rep % 2:] + binaries[:rep % 2]

@@ -19,10 +19,11 @@ inmigrate state, and records when each command was sent (relative to
 """
 
 import os
+import sys
 import threading
 import time
 
-from benchlib import Qemu, encode, ram_size_arg, stop_all
+from benchlib import Qemu, die, encode, ram_size_arg, stop_all
 
 VARIANTS = ('zero', 'random')
 MAX_BANDWIDTH = 100 << 30
@@ -213,3 +214,28 @@ def loopback(nbytes, tmpdir, bufsize=1 << 20):
             proc.wait()
         if os.path.exists(path):
             os.unlink(path)
+
+
+def parse_variants(text):
+    """The RAM variants named in a comma-separated list."""
+    variants = [v for v in text.split(',') if v]
+    for v in variants:
+        if v not in VARIANTS:
+            die('unknown variant %r' % v)
+    return variants
+
+
+def prepare(binaries, variants, ram_gib, acc, tmpdir, hammer=False):
+    """Write the random RAM file if a variant needs it (return its path,
+    or None), then migrate once with each binary, unmeasured, to warm
+    the caches."""
+    ram_file = None
+    if 'random' in variants:
+        ram_file = os.path.join(tmpdir, 'ram.bin')
+        print('writing %g GiB of random bytes...' % ram_gib,
+              file=sys.stderr, flush=True)
+        make_random_file(ram_file, ram_size_arg(ram_gib)[1])
+    for _, binary in binaries:
+        migrate_once(binary, 'zero', min(ram_gib, 0.25), acc, tmpdir,
+                     hammer=hammer)
+    return ram_file

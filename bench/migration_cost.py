@@ -129,10 +129,7 @@ def main():
     ap.add_argument('--out', help='markdown report')
     ap.add_argument('--tmpdir', help='where the RAM file goes')
     args = ap.parse_args()
-    args.variants = [v for v in args.variants.split(',') if v]
-    for v in args.variants:
-        if v not in miglib.VARIANTS:
-            bl.die('unknown variant %r' % v)
+    args.variants = miglib.parse_variants(args.variants)
     nbytes = bl.ram_size_arg(args.ram_gib)[1]
     bl.exit_on_sigterm()
 
@@ -143,15 +140,8 @@ def main():
     start = time.monotonic()
     tmpdir = tempfile.mkdtemp(prefix='bench-migcost-', dir=args.tmpdir)
     try:
-        ram_file = None
-        if 'random' in args.variants:
-            ram_file = os.path.join(tmpdir, 'ram.bin')
-            print('writing %g GiB of random bytes...' % args.ram_gib,
-                  file=sys.stderr, flush=True)
-            miglib.make_random_file(ram_file, nbytes)
-        for name, binary in binaries:           # warm up, not measured
-            miglib.migrate_once(binary, 'zero', min(args.ram_gib, 0.25),
-                                acc, tmpdir)
+        ram_file = miglib.prepare(binaries, args.variants, args.ram_gib,
+                                  acc, tmpdir)
         miglib.loopback(min(nbytes, 256 * MIB), tmpdir)
         for rep in range(args.reps):
             loop.append(miglib.loopback(nbytes, tmpdir))

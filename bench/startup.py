@@ -30,21 +30,14 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import accel, version  # noqa: E402
+
 CONFIG = ('config:multifd-channels=4,max-bandwidth=1G,downtime-limit=500,'
           'max-cpu-throttle=90,cpu-throttle-initial=30,'
           'cpu-throttle-increment=15,announce-rounds=6,'
           'xbzrle-cache-size=128M,multifd-compression=none,'
           'zero-page-detection=multifd')
-
-
-def accel():
-    """KVM if it can be opened, TCG otherwise."""
-    try:
-        fd = os.open('/dev/kvm', os.O_RDWR)
-        os.close(fd)
-        return 'kvm'
-    except OSError:
-        return 'tcg'
 
 
 def one_run(binary, extra, acc, tmpdir):
@@ -88,12 +81,6 @@ def one_run(binary, extra, acc, tmpdir):
             binary, proc.returncode, proc.stderr.read().decode()))
     proc.stderr.close()
     return elapsed
-
-
-def version(binary):
-    out = subprocess.run([binary, '--version'], capture_output=True,
-                         text=True).stdout
-    return out.splitlines()[0] if out else '?'
 
 
 def main():
