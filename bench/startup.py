@@ -13,7 +13,10 @@ alternation, several times each:
            parameters
 
 and the report gives the median and the spread of each and the ratios
-series/stock and config/series (the overhead of config:).  Nothing here
+series/stock and config/series (the overhead of config:).  Times on a
+shared machine vary by a few percent; so, if valgrind is installed, the
+instructions each variant executes up to the same point are counted
+with callgrind too, which repeats to about 0.01%.  Nothing here
 asserts a time: the figures describe this machine.
 
 usage: startup.py --series BIN --stock BIN [--runs N] [--out FILE]
@@ -83,6 +86,26 @@ def one_run(binary, extra, acc, tmpdir):
     return elapsed
 
 
+def instructions(binary, extra, acc, tmpdir):
+    """Instructions QEMU executes from its start to the reply to
+    qmp_capabilities and quit, counted by callgrind: repeatable, unlike
+    times (None without valgrind)."""
+    if not shutil.which('valgrind'):
+        return None
+    out = os.path.join(tmpdir, 'callgrind.out')
+    args = ['valgrind', '--tool=callgrind', '--callgrind-out-file=' + out,
+            binary, '-nodefaults', '-display', 'none', '-accel', acc,
+            '-M', 'q35', '-m', '256M', '-qmp', 'stdio',
+            '-incoming', 'defer'] + extra
+    p = subprocess.run(args, input='{"execute": "qmp_capabilities"}\n'
+                       '{"execute": "quit"}\n', capture_output=True,
+                       text=True, timeout=600)
+    for line in p.stderr.splitlines():
+        if 'Collected :' in line:
+            return int(line.split(':')[-1])
+    raise RuntimeError('callgrind: %s' % p.stderr[-500:])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
@@ -106,6 +129,12 @@ def main():
             for j in range(len(variants)):
                 name, binary, extra = variants[(i + j) % len(variants)]
                 times[name].append(one_run(binary, extra, acc, tmpdir))
+        # Two counts per variant: they differ by a few thousand at most
+        counts = {}
+        for name, binary, extra in variants:
+            c = [instructions(binary, extra, acc, tmpdir) for _ in (1, 2)]
+            if None not in c:
+                counts[name] = statistics.median(c)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -141,6 +170,28 @@ def main():
         '',
         '`config` adds `-incoming %s`.' % CONFIG,
     ]
+    if len(counts) == len(variants):
+        lines += [
+            '',
+            'Instructions executed from start to the reply to '
+            '`qmp_capabilities` and `quit`, counted by callgrind (median '
+            'of two runs; repeatable to about 0.01%):',
+            '',
+            '| variant | instructions |',
+            '|---|---:|',
+        ]
+        lines += ['| %s | %d |' % (n, counts[n]) for n in counts]
+        lines += [
+            '',
+            '| ratio | instructions |',
+            '|---|---:|',
+            '| series / stock | %.4f |' % (counts['series'] /
+                                           counts['stock']),
+            '| config / series | %.4f |' % (counts['config'] /
+                                            counts['series']),
+        ]
+    else:
+        lines += ['', 'No instruction counts: valgrind is not installed.']
     text = '\n'.join(lines) + '\n'
     print(text)
     if args.out:
