@@ -103,9 +103,7 @@ def main():
         check_gated(tap, dst, 'after migrate-incoming')
 
         src.cmd('migrate', uri='unix:' + sock)
-        st = dst.wait_for(lambda: dst.migration_status()
-                          in ('completed', 'failed') and
-                          dst.migration_status(), 'destination end')
+        st = dst.wait_migration_end()
         tap.ok(st == 'completed', 'multifd migration completed', st)
 
         dst.cmd('migrate-set-capabilities',

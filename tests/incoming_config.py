@@ -119,11 +119,11 @@ def check_migration(tap, qemu):
         for vm in (src, dst):
             vm.cmd('migrate-set-capabilities', multifd)
         src.cmd('migrate-set-parameters', {'multifd-channels': 3})
+        n = dst.cmd('query-migrate-parameters')['multifd-channels']
+        tap.ok(n == 3, 'destination has multifd-channels from config:', n)
         dst.cmd('migrate-incoming', uri='unix:' + sock)
         src.cmd('migrate', uri='unix:' + sock)
-        st = dst.wait_for(lambda: dst.migration_status()
-                          in ('completed', 'failed') and
-                          dst.migration_status(), 'destination end')
+        st = dst.wait_migration_end()
         tap.ok(st == 'completed',
                'multifd migration with channels from config:', st)
     except (QMPError, RuntimeError, TimeoutError) as e:

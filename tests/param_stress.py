@@ -153,15 +153,10 @@ def main():
             src.cmd('migrate-set-parameters', {'max-bandwidth': 1 << 40})
         except QMPError as e:
             tap.ok(False, 'lift the bandwidth limit', e)
-        end = ('completed', 'failed', 'cancelled')
-        st = src.wait_for(lambda: src.migration_status() in end and
-                          src.migration_status(), 'source end',
-                          timeout=300)
+        st = src.wait_migration_end(timeout=300)
         tap.ok(st == 'completed', '%s: source migration %s' %
                (args.label, st), src.cmd('query-migrate'))
-        st = dst.wait_for(lambda: dst.migration_status() in end[:2] and
-                          dst.migration_status(), 'destination end',
-                          timeout=120)
+        st = dst.wait_migration_end()
         tap.ok(st == 'completed', '%s: destination migration %s' %
                (args.label, st))
         for vm in vms:

@@ -146,6 +146,19 @@ class VM:
     def migration_status(self):
         return self.cmd('query-migrate').get('status')
 
+    def wait_migration_end(self, timeout=120.0):
+        """Wait until migration completed, failed or was cancelled here;
+        return that status."""
+        end = ('completed', 'failed', 'cancelled')
+        last = []
+
+        def ended():
+            last[:] = [self.migration_status()]
+            return last[0] in end
+
+        self.wait_for(ended, 'migration end', timeout=timeout)
+        return last[0]
+
     def shutdown(self, timeout=30.0):
         if self.proc is None:
             return None

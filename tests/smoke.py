@@ -66,13 +66,9 @@ def main():
                'destination waits in inmigrate')
 
         src.cmd('migrate', uri='unix:' + sock)
-        st = src.wait_for(lambda: src.migration_status()
-                          in ('completed', 'failed', 'cancelled') and
-                          src.migration_status(), 'source migration end')
+        st = src.wait_migration_end()
         tap.ok(st == 'completed', 'source migration completed', st)
-        st = dst.wait_for(lambda: dst.migration_status()
-                          in ('completed', 'failed') and
-                          dst.migration_status(), 'destination end')
+        st = dst.wait_migration_end()
         tap.ok(st == 'completed', 'destination migration completed', st)
         tap.ok(src.cmd('query-status')['status'] == 'postmigrate',
                'source is in postmigrate')
