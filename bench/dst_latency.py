@@ -145,19 +145,13 @@ def report(args, acc, stats, csv_path, png_path, out_dir, elapsed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument('--series', required=True)
-    ap.add_argument('--stock', required=True)
-    ap.add_argument('--ram-gib', type=float, default=2.0)
-    ap.add_argument('--reps', type=int, default=3)
-    ap.add_argument('--variants', default='zero,random')
+    miglib.add_args(ap, reps=3)
     ap.add_argument('--lead-in', type=float, default=0.2,
                     help='seconds of sampling before migrate')
-    ap.add_argument('--out', help='markdown report')
     ap.add_argument('--csv', help='samples (default: next to --out, or '
                     'bench/results/dst_latency.csv)')
     ap.add_argument('--plot', help='PNG (default: next to the CSV)')
     ap.add_argument('--no-plot', action='store_true')
-    ap.add_argument('--tmpdir', help='where the RAM file goes')
     args = ap.parse_args()
     args.variants = miglib.parse_variants(args.variants)
     bl.ram_size_arg(args.ram_gib)

@@ -239,3 +239,14 @@ def prepare(binaries, variants, ram_gib, acc, tmpdir, hammer=False):
         migrate_once(binary, 'zero', min(ram_gib, 0.25), acc, tmpdir,
                      hammer=hammer)
     return ram_file
+
+
+def add_args(ap, reps):
+    """The options every migration benchmark takes."""
+    ap.add_argument('--series', required=True)
+    ap.add_argument('--stock', required=True)
+    ap.add_argument('--ram-gib', type=float, default=2.0)
+    ap.add_argument('--reps', type=int, default=reps)
+    ap.add_argument('--variants', default='zero,random')
+    ap.add_argument('--out', help='markdown report')
+    ap.add_argument('--tmpdir', help='where the RAM file goes')

@@ -121,13 +121,7 @@ def report(args, acc, stats, loop, elapsed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument('--series', required=True)
-    ap.add_argument('--stock', required=True)
-    ap.add_argument('--ram-gib', type=float, default=2.0)
-    ap.add_argument('--reps', type=int, default=5)
-    ap.add_argument('--variants', default='zero,random')
-    ap.add_argument('--out', help='markdown report')
-    ap.add_argument('--tmpdir', help='where the RAM file goes')
+    miglib.add_args(ap, reps=5)
     args = ap.parse_args()
     args.variants = miglib.parse_variants(args.variants)
     nbytes = bl.ram_size_arg(args.ram_gib)[1]
