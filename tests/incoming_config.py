@@ -7,8 +7,10 @@ the values in query-migrate-parameters and in HMP's info
 migrate_parameters, over -global and under later QMP; a multifd
 migration whose destination takes its channel count from config:
 completes; HMP sets block-bitmap-mapping (JSON) and resets a TLS option
-with null; malformed options make QEMU exit with status 1 and an error
-that starts with the option and names the key.  With --stock, reports
+with null; a cpr-transfer destination shows its mode, which config:
+may repeat and nothing may change until the incoming migration ends;
+malformed options make QEMU exit with status 1 and an error that
+starts with the option and names the key.  With --stock, reports
 what stock 10.2.2 does with the same options (it has no config:).
 
 usage: incoming_config.py --qemu BINARY [--stock BINARY]
@@ -29,6 +31,8 @@ BAD = [
     ('config:cpr-exec-command.1=x', "'cpr-exec-command.0' missing"),
     ('config:{"tls-creds": 4}', "'tls-creds', expected"),
     ('config:', 'no parameter given'),
+    ('config:mode=cpr-transfer', 'mode=cpr-transfer needs the cpr channel'),
+    ('config:mode=cpr-exec', 'mode=cpr-exec needs the CPR state'),
 ]
 
 
@@ -44,6 +48,15 @@ def check_bad(tap, qemu):
                               '-incoming', 'config:max-bandwidth=1'])
     tap.ok(rc == 1 and 'only one -incoming config: may be given' in out,
            'a second config: is refused', '%d: %s' % (rc, out))
+    rc, out = run_qemu(qemu, ['-M', 'none', '-display', 'none',
+                              '-incoming', 'config:mode=cpr-reboot',
+                              '-incoming', 'cpr,addr.transport=socket,'
+                              'addr.type=unix,addr.path=/nonexistent/s'])
+    tap.ok(rc == 1 and out.startswith('qemu-system-x86_64: -incoming '
+                                      'config: mode=cpr-reboot, but the '
+                                      'incoming migration is cpr-transfer'),
+           'config:mode other than the cpr channel\'s is refused',
+           '%d: %s' % (rc, out))
 
 
 def check_values(tap, qemu):
@@ -134,6 +147,71 @@ def check_migration(tap, qemu):
         src.cleanup()
 
 
+def check_cpr(tap, qemu, stock=False):
+    """A cpr-transfer migration whose destination repeats its mode.
+
+    With @stock, which has no config:, only print what it shows.
+    """
+    config = [] if stock else ['-incoming', 'config:mode=cpr-transfer']
+    # CPR keeps the guest RAM: it must be shared
+    ram = ['-object', 'memory-backend-memfd,id=ram0,size=64M',
+           '-machine', 'memory-backend=ram0']
+    src = VM(qemu, name='src', machine='none,aux-ram-share=on', args=ram)
+    cpr = os.path.join(src.tmpdir, 'cpr.sock')
+    sock = os.path.join(src.tmpdir, 'migrate.sock')
+    main = {'channel-type': 'main',
+            'addr': {'transport': 'socket', 'type': 'unix', 'path': sock}}
+    dst = VM(qemu, name='dst', tmpdir=src.tmpdir,
+             machine='none,aux-ram-share=on',
+             args=ram + ['-incoming', 'defer',
+                         '-incoming', 'cpr,addr.transport=socket,'
+                         'addr.type=unix,addr.path=' + cpr] + config)
+    try:
+        # It opens its monitor once it has read the cpr channel
+        dst.launch()
+        src.start()
+        src.wait_for(lambda: os.path.exists(cpr), 'the cpr socket')
+        src.cmd('migrate-set-parameters', mode='cpr-transfer')
+        src.cmd('migrate', channels=[
+            main, {'channel-type': 'cpr',
+                   'addr': {'transport': 'socket', 'type': 'unix',
+                            'path': cpr}}])
+        dst.connect()
+        mode = dst.cmd('query-migrate-parameters')['mode']
+        if stock:
+            dst.cmd('migrate-set-parameters', mode='cpr-reboot')
+            print('# stock 10.2.2, cpr-transfer destination: shows mode '
+                  '%s; mode=cpr-reboot accepted, shows %s' % (
+                      mode, dst.cmd('query-migrate-parameters')['mode']))
+            return
+        tap.ok(mode == 'cpr-transfer', 'cpr destination shows its mode',
+               mode)
+        try:
+            dst.cmd('migrate-set-parameters', mode='normal')
+            err = None
+        except QMPError as e:
+            err = str(e)
+        tap.ok(err and "Parameter 'mode' cannot be changed on the "
+               "destination of a cpr-transfer migration" in err,
+               'QMP cannot change it during the incoming CPR', err)
+        out = dst.hmp('migrate_set_parameter mode normal')
+        tap.ok("Parameter 'mode' cannot be changed" in out,
+               'HMP cannot either', out)
+        dst.cmd('migrate-incoming', channels=[main])
+        st = dst.wait_migration_end()
+        tap.ok(st == 'completed', 'cpr-transfer migration completes', st)
+        mode = dst.cmd('query-migrate-parameters')['mode']
+        status = dst.cmd('query-status')['status']
+        tap.ok(mode == 'normal' and status == 'running',
+               'after it, mode is back to normal', (mode, status))
+    except (QMPError, RuntimeError, TimeoutError) as e:
+        tap.ok(False, 'unexpected exception: %r' % e,
+               src.output() + dst.output())
+    finally:
+        dst.cleanup()
+        src.cleanup()
+
+
 def report_stock(qemu):
     rc, out = run_qemu(qemu, ['-M', 'none', '-display', 'none',
                               '-incoming', 'config:multifd-channels=4'])
@@ -150,8 +228,10 @@ def main():
     check_bad(tap, args.qemu)
     check_values(tap, args.qemu)
     check_migration(tap, args.qemu)
+    check_cpr(tap, args.qemu)
     if args.stock:
         report_stock(args.stock)
+        check_cpr(tap, args.stock, stock=True)
     return tap.done()
 
 

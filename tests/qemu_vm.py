@@ -100,10 +100,17 @@ class VM:
         self.qmp = None
 
     def start(self, timeout=60.0):
+        self.launch()
+        return self.connect(timeout)
+
+    def launch(self):
+        """Start the process; connect() to its QMP socket later."""
         self.log = open(self.log_path, 'w')
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=self.log,
                                      stderr=subprocess.STDOUT)
+
+    def connect(self, timeout=60.0):
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
