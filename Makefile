@@ -1,5 +1,5 @@
 # Thin wrapper: each target runs one script (see README.md).
-.PHONY: all export status baseline check check-full check-stress check-bisect check-asan bench clean help
+.PHONY: all export status baseline check check-full check-stress check-bisect check-asan check-rdma bench clean help
 
 all:
 	@scripts/all
@@ -27,6 +27,9 @@ check-bisect:
 
 check-asan:
 	@scripts/check-asan
+
+check-rdma:
+	@scripts/check-rdma
 
 bench:
 	@scripts/bench

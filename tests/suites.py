@@ -26,6 +26,7 @@ UNIT_TESTS = [
     'test-qdev-global-props',
     'test-dealloc-present-visitor',
     'test-qapi-merge',
+    'test-bql-scope',
 ]
 
 # Upstream qtests and how long each may take on a loaded 2-core machine.
@@ -119,6 +120,13 @@ def quick(top, build, stock):
                 '--qemu', os.path.join(build, 'qemu-system-x86_64'),
                 '--stock', os.path.join(stock, 'qemu-system-x86_64')],
         'timeout': 300,
+    })
+    suites.append({
+        'name': 'project/dst-load',
+        'cmd': ['python3', os.path.join(top, 'tests', 'dst_load.py'),
+                '--qemu', os.path.join(build, 'qemu-system-x86_64'),
+                '--series'],
+        'timeout': 900,
     })
     suites.append({
         'name': 'project/smoke',

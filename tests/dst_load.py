@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The destination while it loads a precopy stream, over real QMP sockets.
+
+Two QEMUs (-M q35 -S, no guest code) migrate over a UNIX socket, the
+source held to a bandwidth that makes the load last a few seconds.
+
+- responsive: with 1 GiB of zero pages, and with 256 MiB of random
+  data (the source maps a file of random bytes), the destination
+  answers query-status, query-migrate and HMP info status while it
+  loads, says "active" several times, and the migration completes;
+- source killed: SIGKILL to the source in the middle of the load
+  leaves the destination's migration failed and its monitor answering
+  (exit-on-error false); with exit-on-error true the destination exits
+  with status 1 and says that the load failed;
+- yank: yank on the destination ends its load the same way;
+- quit: quit on the destination in the middle of its load ends it with
+  status 0;
+- with --series: the load thread (mig/dst/main) is there while the
+  destination loads, and the trace event qemu_loadvm_section_bql
+  reports how long each START/FULL section held the BQL (the longest
+  hold is printed).
+
+usage: dst_load.py --qemu BINARY [--series]
+"""
+
+import argparse
+import os
+import re
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qemu_vm import VM, TAP, QMPError  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def vm(qemu, name, ram_mib, args, tmpdir=None):
+    v = VM(qemu, name=name, tmpdir=tmpdir, machine='q35,memory-backend=mem0',
+           args=['-S', '-name', name + ',debug-threads=on'] + args)
+    v.args[v.args.index('64M')] = '%dM' % ram_mib
+    return v
+
+
+def start_pair(qemu, name, ram_mib, random, bandwidth, exit_on_error=False,
+               dst_args=()):
+    """Start a source and a destination, and the migration between them."""
+    ram = 'memory-backend-ram,id=mem0,size=%dM' % ram_mib
+    dst = vm(qemu, name + '-dst', ram_mib,
+             ['-object', ram, '-incoming', 'defer'] + list(dst_args))
+    if random:
+        path = os.path.join(dst.tmpdir, 'random.ram')
+        with open(path, 'wb') as f:
+            for _ in range(ram_mib):
+                f.write(os.urandom(MIB))
+        ram = ('memory-backend-file,id=mem0,size=%dM,mem-path=%s,'
+               'share=off' % (ram_mib, path))
+    src = vm(qemu, name + '-src', ram_mib, ['-object', ram], dst.tmpdir)
+    dst.start()
+    src.start()
+    sock = os.path.join(dst.tmpdir, 'mig.sock')
+    dst.cmd('migrate-incoming', uri='unix:' + sock,
+            **{'exit-on-error': exit_on_error})
+    src.cmd('migrate-set-parameters', **{'max-bandwidth': bandwidth})
+    src.cmd('migrate', uri='unix:' + sock)
+    return src, dst
+
+
+def wait_active(dst):
+    dst.wait_for(lambda: dst.migration_status() == 'active',
+                 'the load to start', timeout=60, interval=0.01)
+
+
+def poll_until_end(dst, threads=None):
+    """Query the destination until its migration ends; return the end
+    status, how often it said active, and the longest round trip."""
+    active, longest = 0, 0.0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        status = dst.migration_status()
+        dst.cmd('query-status')
+        info = dst.hmp('info status')
+        longest = max(longest, time.monotonic() - t0)
+        if threads is not None and status == 'active':
+            threads.update(thread_names(dst))
+        if status in ('completed', 'failed', 'cancelled'):
+            return status, active, longest, info
+        if status == 'active':
+            active += 1
+        time.sleep(0.02)
+    return 'timeout', active, longest, ''
+
+
+def thread_names(v):
+    names = set()
+    task = '/proc/%d/task' % v.proc.pid
+    try:
+        for t in os.listdir(task):
+            with open(os.path.join(task, t, 'comm')) as f:
+                names.add(f.read().strip())
+    except OSError:
+        pass
+    return names
+
+
+def check_responsive(tap, qemu, series):
+    for variant, ram_mib, random, bw in (('zero', 1024, False, 1 * MIB),
+                                          ('random', 256, True, 64 * MIB)):
+        dst_args = []
+        if series:
+            dst_args = ['-trace', 'qemu_loadvm_section_bql']
+        src, dst = start_pair(qemu, variant, ram_mib, random, bw,
+                              dst_args=dst_args)
+        try:
+            threads = set()
+            status, active, longest, info = poll_until_end(dst, threads)
+            tap.ok(status == 'completed' and active >= 3,
+                   '%s: destination answers while it loads' % variant,
+                   '%s, active %d times, longest round trip %.1f ms' %
+                   (status, active, longest * 1000))
+            print('# %s: %d answers "active", longest round trip %.1f ms'
+                  % (variant, active, longest * 1000))
+            if series:
+                tap.ok('mig/dst/main' in threads,
+                       '%s: the load runs in mig/dst/main' % variant,
+                       sorted(threads))
+                dst.shutdown()
+                held = [int(m.group(2)) for m in re.finditer(
+                    r'qemu_loadvm_section_bql (\S+ \d+ type=\d+): BQL held '
+                    r'(\d+) us', dst.output())]
+                tap.ok(len(held) > 0, '%s: BQL hold traced for %d sections'
+                       % (variant, len(held)), dst.output()[-2000:])
+                if held:
+                    print('# %s: longest BQL hold of a section: %d us'
+                          % (variant, max(held)))
+        except (QMPError, RuntimeError, TimeoutError) as e:
+            tap.ok(False, '%s: unexpected exception: %r' % (variant, e),
+                   src.output() + dst.output())
+        finally:
+            dst.cleanup()
+            src.cleanup()
+
+
+def check_end(tap, qemu, how):
+    src, dst = start_pair(qemu, how, 256, True, 16 * MIB)
+    try:
+        wait_active(dst)
+        if how == 'source killed':
+            src.proc.send_signal(signal.SIGKILL)
+        elif how == 'yank':
+            dst.cmd('yank', instances=[{'type': 'migration'}])
+        status, _, _, info = poll_until_end(dst)
+        tap.ok(status == 'failed' and 'inmigrate' in info,
+               '%s: the load fails, the destination answers' % how,
+               (status, info))
+        if how == 'yank':
+            st = src.wait_migration_end()
+            tap.ok(st == 'failed', 'yank: the source fails too', st)
+    except (QMPError, RuntimeError, TimeoutError) as e:
+        tap.ok(False, '%s: unexpected exception: %r' % (how, e),
+               src.output() + dst.output())
+    finally:
+        dst.cleanup()
+        src.cleanup()
+
+
+def check_exit_on_error(tap, qemu):
+    src, dst = start_pair(qemu, 'exit', 256, True, 16 * MIB,
+                          exit_on_error=True)
+    try:
+        wait_active(dst)
+        src.proc.send_signal(signal.SIGKILL)
+        rc = dst.proc.wait(60)
+        out = dst.output()
+        tap.ok(rc == 1 and 'load of migration failed' in out,
+               'exit-on-error: the destination exits 1 and says why',
+               '%d: %s' % (rc, out[-1000:]))
+    except Exception as e:  # noqa: BLE001
+        tap.ok(False, 'exit-on-error: unexpected exception: %r' % e,
+               dst.output())
+    finally:
+        dst.cleanup()
+        src.cleanup()
+
+
+def check_quit(tap, qemu):
+    src, dst = start_pair(qemu, 'quit', 256, True, 16 * MIB)
+    try:
+        wait_active(dst)
+        t0 = time.monotonic()
+        try:
+            dst.cmd('quit')
+        except (OSError, EOFError, QMPError):
+            pass
+        rc = dst.proc.wait(60)
+        tap.ok(rc == 0, 'quit during the load: status 0 after %.2f s'
+               % (time.monotonic() - t0), '%d: %s' % (rc, dst.output()))
+    except Exception as e:  # noqa: BLE001
+        tap.ok(False, 'quit: unexpected exception: %r' % e, dst.output())
+    finally:
+        dst.cleanup()
+        src.cleanup()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--series', action='store_true')
+    args = ap.parse_args()
+    tap = TAP()
+    check_responsive(tap, args.qemu, args.series)
+    check_end(tap, args.qemu, 'source killed')
+    check_end(tap, args.qemu, 'yank')
+    check_exit_on_error(tap, args.qemu)
+    check_quit(tap, args.qemu)
+    return tap.done()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
