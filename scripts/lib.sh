@@ -54,7 +54,8 @@ BUILD_TARGETS=(qemu-system-x86_64 qemu-img
                tests/unit/test-qmp-cmds
                tests/unit/test-qdev-global-props
                tests/unit/test-dealloc-present-visitor
-               tests/unit/test-qapi-merge)
+               tests/unit/test-qapi-merge
+               tests/unit/test-bql-scope)
 
 msg() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { msg "error: $*"; exit 1; }
