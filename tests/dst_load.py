@@ -32,7 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qemu_vm import VM, TAP, QMPError  # noqa: E402
+from qemu_vm import VM, TAP, QMPError, checking  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -114,7 +114,7 @@ def check_responsive(tap, qemu, series):
             dst_args = ['-trace', 'qemu_loadvm_section_bql']
         src, dst = start_pair(qemu, variant, ram_mib, random, bw,
                               dst_args=dst_args)
-        try:
+        with checking(tap, variant, dst, src):
             threads = set()
             status, active, longest, info = poll_until_end(dst, threads)
             tap.ok(status == 'completed' and active >= 3,
@@ -136,17 +136,11 @@ def check_responsive(tap, qemu, series):
                 if held:
                     print('# %s: longest BQL hold of a section: %d us'
                           % (variant, max(held)))
-        except (QMPError, RuntimeError, TimeoutError) as e:
-            tap.ok(False, '%s: unexpected exception: %r' % (variant, e),
-                   src.output() + dst.output())
-        finally:
-            dst.cleanup()
-            src.cleanup()
 
 
 def check_end(tap, qemu, how):
     src, dst = start_pair(qemu, how, 256, True, 16 * MIB)
-    try:
+    with checking(tap, how, dst, src):
         wait_active(dst)
         if how == 'source killed':
             src.proc.send_signal(signal.SIGKILL)
@@ -159,12 +153,6 @@ def check_end(tap, qemu, how):
         if how == 'yank':
             st = src.wait_migration_end()
             tap.ok(st == 'failed', 'yank: the source fails too', st)
-    except (QMPError, RuntimeError, TimeoutError) as e:
-        tap.ok(False, '%s: unexpected exception: %r' % (how, e),
-               src.output() + dst.output())
-    finally:
-        dst.cleanup()
-        src.cleanup()
 
 
 def check_exit_on_error(tap, qemu):

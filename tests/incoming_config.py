@@ -22,7 +22,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qemu_vm import VM, TAP, QMPError, run_qemu  # noqa: E402
+from qemu_vm import VM, TAP, QMPError, checking, run_qemu  # noqa: E402
 
 BAD = [
     ('config:nonsense=1', "Parameter 'nonsense' is unexpected"),
@@ -67,7 +67,7 @@ def check_values(tap, qemu):
                   '-incoming', 'config:multifd-channels=5,'
                   'downtime-limit=444,cpr-exec-command.0=qemu,'
                   'cpr-exec-command.1=-S'])
-    try:
+    with checking(tap, 'keyval', vm):
         vm.start()
         p = vm.cmd('query-migrate-parameters')
         tap.ok(p['multifd-channels'] == 5 and p['downtime-limit'] == 444 and
@@ -100,24 +100,16 @@ def check_values(tap, qemu):
         tap.ok("Parameter 'multifd-channels' expects" in out,
                'HMP error names the parameter', out)
         tap.ok(vm.shutdown() == 0, 'quits cleanly', vm.output())
-    except (QMPError, RuntimeError, TimeoutError) as e:
-        tap.ok(False, 'unexpected exception: %r' % e, vm.output())
-    finally:
-        vm.cleanup()
 
     vm = VM(qemu, name='json', machine='none',
             args=['-incoming', 'defer', '-incoming',
                   'config:{"tls-creds": null, "cpr-exec-command": [],'
                   ' "max-bandwidth": 2048}'])
-    try:
+    with checking(tap, 'json', vm):
         vm.start()
         p = vm.cmd('query-migrate-parameters')
         tap.ok(p['tls-creds'] == '' and p['cpr-exec-command'] == [] and
                p['max-bandwidth'] == 2048, 'JSON config: after defer', p)
-    except (QMPError, RuntimeError, TimeoutError) as e:
-        tap.ok(False, 'unexpected exception: %r' % e, vm.output())
-    finally:
-        vm.cleanup()
 
 
 def check_migration(tap, qemu):
@@ -127,7 +119,7 @@ def check_migration(tap, qemu):
                    '-incoming', 'defer'])
     sock = os.path.join(src.tmpdir, 'migrate.sock')
     multifd = {'capabilities': [{'capability': 'multifd', 'state': True}]}
-    try:
+    with checking(tap, 'migration', dst, src):
         src.start()
         dst.start()
         for vm in (src, dst):
@@ -140,12 +132,6 @@ def check_migration(tap, qemu):
         st = dst.wait_migration_end()
         tap.ok(st == 'completed',
                'multifd migration with channels from config:', st)
-    except (QMPError, RuntimeError, TimeoutError) as e:
-        tap.ok(False, 'unexpected exception: %r' % e,
-               src.output() + dst.output())
-    finally:
-        dst.cleanup()
-        src.cleanup()
 
 
 def check_cpr(tap, qemu, stock=False, config=True):
@@ -168,7 +154,7 @@ def check_cpr(tap, qemu, stock=False, config=True):
              args=ram + ['-incoming', 'defer',
                          '-incoming', 'cpr,addr.transport=socket,'
                          'addr.type=unix,addr.path=' + cpr] + config)
-    try:
+    with checking(tap, 'cpr', dst, src):
         # It opens its monitor once it has read the cpr channel
         dst.launch()
         src.start()
@@ -206,12 +192,6 @@ def check_cpr(tap, qemu, stock=False, config=True):
         status = dst.cmd('query-status')['status']
         tap.ok(mode == after and status == 'running',
                'after it, mode is %s' % after, (mode, status))
-    except (QMPError, RuntimeError, TimeoutError) as e:
-        tap.ok(False, 'unexpected exception: %r' % e,
-               src.output() + dst.output())
-    finally:
-        dst.cleanup()
-        src.cleanup()
 
 
 def report_stock(qemu):

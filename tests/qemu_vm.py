@@ -5,6 +5,7 @@ No dependency beyond the Python standard library: the tests drive the
 built binary over a real QMP UNIX socket, as a management tool would.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -225,3 +226,17 @@ class TAP:
     def done(self):
         print('1..%d' % self.n, flush=True)
         return 1 if self.failed else 0
+
+
+@contextlib.contextmanager
+def checking(tap, what, *vms):
+    """Run the checks of a with-block on @vms: an exception is a failed
+    check, with the VMs' output; the VMs are cleaned up after, in order."""
+    try:
+        yield
+    except (QMPError, RuntimeError, TimeoutError) as e:
+        tap.ok(False, '%s: unexpected exception: %r' % (what, e),
+               ''.join(v.output() for v in vms))
+    finally:
+        for v in vms:
+            v.cleanup()
