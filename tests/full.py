@@ -111,6 +111,9 @@ def main():
     ap.add_argument('--logdir', required=True)
     ap.add_argument('--shard', default='1/1', help='K/N')
     ap.add_argument('--resume', action='store_true')
+    ap.add_argument('--reuse-stock', action='store_true',
+                    help='take the stock results of the previous run in\n'
+                    'LOGDIR (the same stock binary) and run the series only')
     ap.add_argument('--timeout', type=int, default=1200,
                     help='seconds one case may take on one build')
     args = ap.parse_args()
@@ -127,9 +130,12 @@ def main():
         os.makedirs(os.path.join(args.logdir, side), exist_ok=True)
     path = os.path.join(args.logdir, 'results.json')
     results = {}
-    if args.resume and os.path.exists(path):
+    previous = {}
+    if (args.resume or args.reuse_stock) and os.path.exists(path):
         with open(path) as f:
-            results = json.load(f)['cases']
+            previous = json.load(f)['cases']
+    if args.resume:
+        results = previous
     print('%d cases (%d in this shard, %d done before)' % (
         len(cases), len(mine),
         sum(1 for c in mine if c in results)), flush=True)
@@ -141,8 +147,10 @@ def main():
             continue
         order = ['series', 'stock'] if i % 2 == 0 else ['stock', 'series']
         r = {}
+        if args.reuse_stock and 'stock' in previous.get(case, {}):
+            r['stock'] = previous[case]['stock']
         for side in order:
-            if case not in have[side]:
+            if case not in have[side] or side in r:
                 continue
             r[side] = run_case(builds[side], case, cases,
                                os.path.join(args.logdir, side), side,
