@@ -16,6 +16,10 @@ source held to a bandwidth that makes the load last a few seconds.
 - yank: yank on the destination ends its load the same way;
 - quit: quit on the destination in the middle of its load ends it with
   status 0;
+- hotplug: with --series, device_add and device_del (QMP, and HMP
+  device_add) are refused while the destination loads, with their
+  error text, and device_del is taken once the load has failed; on
+  stock, what device_add does is printed (it takes it);
 - with --series: the load thread (mig/dst/main) is there while the
   destination loads, and the trace event qemu_loadvm_section_bql
   reports how long each START/FULL section held the BQL (the longest
@@ -45,11 +49,12 @@ def vm(qemu, name, ram_mib, args, tmpdir=None):
 
 
 def start_pair(qemu, name, ram_mib, random, bandwidth, exit_on_error=False,
-               dst_args=()):
+               dst_args=(), both_args=()):
     """Start a source and a destination, and the migration between them."""
     ram = 'memory-backend-ram,id=mem0,size=%dM' % ram_mib
     dst = vm(qemu, name + '-dst', ram_mib,
-             ['-object', ram, '-incoming', 'defer'] + list(dst_args))
+             ['-object', ram, '-incoming', 'defer'] + list(dst_args) +
+             list(both_args))
     if random:
         path = os.path.join(dst.tmpdir, 'random.ram')
         with open(path, 'wb') as f:
@@ -57,7 +62,8 @@ def start_pair(qemu, name, ram_mib, random, bandwidth, exit_on_error=False,
                 f.write(os.urandom(MIB))
         ram = ('memory-backend-file,id=mem0,size=%dM,mem-path=%s,'
                'share=off' % (ram_mib, path))
-    src = vm(qemu, name + '-src', ram_mib, ['-object', ram], dst.tmpdir)
+    src = vm(qemu, name + '-src', ram_mib, ['-object', ram] + list(both_args),
+             dst.tmpdir)
     dst.start()
     src.start()
     sock = os.path.join(dst.tmpdir, 'mig.sock')
@@ -155,6 +161,62 @@ def check_end(tap, qemu, how):
             tap.ok(st == 'failed', 'yank: the source fails too', st)
 
 
+def check_hotplug(tap, qemu, series):
+    """device_add and device_del while the destination loads: the
+    series refuses them (QMP and HMP), and takes them again after."""
+    src, dst = start_pair(qemu, 'hotplug', 256, True, 16 * MIB,
+                          both_args=['-device', 'pcie-root-port,id=rp0,'
+                                     'chassis=1', '-device',
+                                     'pcie-root-port,id=rp1,chassis=2',
+                                     '-device', 'pci-testdev,id=td,bus=rp0'])
+    with checking(tap, 'hotplug', dst, src):
+        wait_active(dst)
+        if not series:
+            # device_add drains the RCU callbacks, which a load can hold
+            # up: do not wait for an answer as long as usual
+            dst.qmp.sock.settimeout(10)
+            try:
+                dst.cmd('device_add', driver='pci-testdev', id='td2',
+                        bus='rp1')
+                print('# stock: device_add accepted during the load')
+            except QMPError as e:
+                print('# stock: device_add during the load: %s' % e.desc)
+            except TimeoutError:
+                print('# stock: device_add during the load: no answer in '
+                      '10 s (the destination hangs)')
+            return
+        errors = {}
+        for cmd, args in (('device_add', {'driver': 'pci-testdev',
+                                          'id': 'td2', 'bus': 'rp1'}),
+                          ('device_del', {'id': 'td'})):
+            try:
+                dst.cmd(cmd, args)
+                errors[cmd] = None
+            except QMPError as e:
+                errors[cmd] = e.desc
+        hmp = dst.hmp('device_add pci-testdev,id=td3,bus=rp1')
+        still = dst.migration_status()
+        for cmd in ('device_add', 'device_del'):
+            want = ('%s not allowed while an incoming migration loads'
+                    % cmd)
+            tap.ok(errors[cmd] == want and still == 'active',
+                   'hotplug: QMP %s refused during the load' % cmd,
+                   (errors[cmd], still))
+        tap.ok('device_add not allowed while an incoming migration '
+               'loads' in hmp, 'hotplug: HMP device_add refused during '
+               'the load', hmp)
+        src.cmd('migrate_cancel')
+        status, _, _, _ = poll_until_end(dst)
+        try:
+            dst.cmd('device_del', id='td')
+            after = None
+        except QMPError as e:
+            after = e.desc
+        tap.ok(status == 'failed' and after is None,
+               'hotplug: device_del taken once the load has failed',
+               (status, after))
+
+
 def check_exit_on_error(tap, qemu):
     src, dst = start_pair(qemu, 'exit', 256, True, 16 * MIB,
                           exit_on_error=True)
@@ -202,6 +264,7 @@ def main():
     check_responsive(tap, args.qemu, args.series)
     check_end(tap, args.qemu, 'source killed')
     check_end(tap, args.qemu, 'yank')
+    check_hotplug(tap, args.qemu, args.series)
     check_exit_on_error(tap, args.qemu)
     check_quit(tap, args.qemu)
     return tap.done()
