@@ -40,8 +40,10 @@ GIT_EXPORT_OPTS=(-c core.abbrev=10 -c diff.algorithm=myers
                  -c format.signature= -c format.coverLetter=false
                  -c format.numbered=false)
 
-# Binaries and test programs `make` builds in a tree.
-BUILD_TARGETS=(qemu-system-x86_64 qemu-img
+# Binaries and test programs `make` builds in a tree (the tools are what
+# upstream's iotests run besides qemu-system-x86_64).
+BUILD_TARGETS=(qemu-system-x86_64 qemu-img qemu-io qemu-nbd
+               storage-daemon/qemu-storage-daemon
                tests/qtest/migration-test tests/qtest/device-introspect-test
                tests/qtest/qmp-cmd-test tests/qtest/test-hmp
                tests/unit/test-qobject-input-visitor

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Upstream migration-test --full, case by case, series against stock.
+"""Upstream migration-test --full and iotests, case by case, series
+against stock.
 
 Lists the cases of both builds' migration-test (``--full -l``) and runs
-each one with ``-p CASE``, on the series and on stock 10.2.2 in turn (the
+each one with ``-p CASE``, then the iotests of the groups `make check`
+runs (``suites.IOTESTS``: group migration for qcow2 and raw), one by one
+as ``iotests/FMT/TEST`` through tests/iotests.py; each case runs on the
+series and on stock 10.2.2 in turn (the
 side that goes first alternates), so that both see the same machine
 load and a run stopped half way still compares like with like.  Results
 are written after every case; ``--resume`` skips the cases a previous
@@ -22,8 +26,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import iotests  # noqa: E402
 import run  # noqa: E402
 import suites  # noqa: E402
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def migration_test(build):
@@ -40,7 +47,39 @@ def list_cases(build):
             if line.startswith('/')]
 
 
+def list_iotests(build):
+    cases = []
+    for fmt, group in suites.IOTESTS:
+        cases += ['iotests/%s/%s' % (fmt, t)
+                  for t in iotests.list_tests(build, fmt, ['-g', group])]
+    return cases
+
+
+def run_iotest(build, case, logdir, side, timeout):
+    _, fmt, test = case.split('/', 2)
+    suite = {
+        'name': '%s/%s' % (side, case),
+        'cmd': ['python3', os.path.join(TESTS, 'iotests.py'), '--build',
+                build, '-f', fmt, '--timeout', str(timeout), test],
+        'timeout': timeout + 120,
+    }
+    res = run.run_suite(suite, logdir)
+    name = '%s/%s' % (fmt, test)
+    if res.failed:
+        verdict = 'failed'
+    elif name in res.passed:
+        verdict = 'passed'
+    elif name in res.skipped:
+        verdict = 'skipped'
+    else:
+        verdict = 'failed'
+    return {'verdict': verdict, 'seconds': round(res.seconds, 1),
+            'log': os.path.relpath(res.note, logdir)}
+
+
 def run_case(build, case, cases, logdir, side, timeout):
+    if case.startswith('iotests/'):
+        return run_iotest(build, case, logdir, side, timeout)
     # -p also runs the cases below @case: skip them, they run on their own
     skip = []
     for c in cases:
@@ -121,8 +160,8 @@ def main():
     k, n = (int(x) for x in args.shard.split('/'))
     if not 1 <= k <= n:
         ap.error('--shard must be K/N with 1 <= K <= N')
-    series_cases = list_cases(args.series)
-    stock_cases = set(list_cases(args.stock))
+    series_cases = list_cases(args.series) + list_iotests(args.series)
+    stock_cases = set(list_cases(args.stock) + list_iotests(args.stock))
     cases = series_cases + sorted(stock_cases - set(series_cases))
     mine = [c for i, c in enumerate(cases) if i % n == k - 1]
 

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Print the list of test suites (JSON) that tests/run.py runs.
 
-quick: what `make check` runs on the series build.
+quick: what `make check` runs on the series build (with upstream's
+       iotests group migration for qcow2 and raw, and the docs build).
 full:  upstream migration-test --full, for one build (check-full runs it
        for the series and for stock 10.2.2).
 """
@@ -38,6 +39,22 @@ QTESTS = [
 ]
 
 
+# Upstream's qemu-iotests that `make check` runs: (format, group).
+IOTESTS = [('qcow2', 'migration'), ('raw', 'migration')]
+
+
+def iotests(top, build, label, fmt, group):
+    """One run of tests/iotests.py: one TAP line per iotest.  Its own
+    timeout comes first, so that it kills what check left running."""
+    return {
+        'name': 'iotests/%s/%s-%s' % (label, fmt, group),
+        'cmd': ['python3', os.path.join(top, 'tests', 'iotests.py'),
+                '--build', build, '-f', fmt, '-g', group,
+                '--timeout', '1500'],
+        'timeout': 1800,
+    }
+
+
 def qtest_env(build):
     src = os.path.dirname(build)
     env = {
@@ -60,6 +77,10 @@ def quick(top, build, stock):
         {'name': 'series/tooling',
          'cmd': ['bash', os.path.join(top, 'tests', 'tooling.sh')],
          'timeout': 600},
+        # the docs as upstream builds them (Sphinx -W), in qemu/build-docs
+        {'name': 'series/docs',
+         'cmd': ['bash', os.path.join(top, 'tests', 'docs.sh'), src],
+         'timeout': 1200},
     ]
     for t in UNIT_TESTS:
         if not os.path.exists(os.path.join(src, 'tests', 'unit', t + '.c')):
@@ -80,6 +101,8 @@ def quick(top, build, stock):
             'env': qtest_env(build),
             'timeout': timeout,
         })
+    for fmt, group in IOTESTS:
+        suites.append(iotests(top, build, 'series', fmt, group))
     # The postcopy recovery TLS test is in --full only: it shows that a
     # paused postcopy migration recovers with the TLS options it started
     # with, which the series no longer lets change while it runs.
@@ -106,6 +129,15 @@ def quick(top, build, stock):
         'name': 'project/incoming-config',
         'cmd': cmd,
         'timeout': 600,
+    })
+    cmd = ['python3', os.path.join(top, 'tests', 'client_flows.py'),
+           '--qemu', os.path.join(build, 'qemu-system-x86_64')]
+    if stock:
+        cmd += ['--stock', os.path.join(stock, 'qemu-system-x86_64')]
+    suites.append({
+        'name': 'project/client-flows',
+        'cmd': cmd,
+        'timeout': 300,
     })
     suites.append({
         'name': 'project/shutdown-query',
