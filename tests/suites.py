@@ -160,6 +160,15 @@ def quick(top, build, stock):
                 '--series'],
         'timeout': 900,
     })
+    cmd = ['python3', os.path.join(top, 'tests', 'dst_stall.py'),
+           '--qemu', os.path.join(build, 'qemu-system-x86_64')]
+    if stock:
+        cmd += ['--stock', os.path.join(stock, 'qemu-system-x86_64')]
+    suites.append({
+        'name': 'project/dst-stall',
+        'cmd': cmd,
+        'timeout': 300,
+    })
     suites.append({
         'name': 'project/smoke',
         'cmd': ['python3', os.path.join(top, 'tests', 'smoke.py'),

@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A destination whose source stalls, over real sockets.
+
+A real migration stream is recorded first: a paused q35 guest with a
+virtio-net NIC and 256 MiB of RAM migrates to a file.  The test then
+plays the source itself: it connects to a destination started with
+-incoming unix:, sends a prefix of that stream, and stops sending
+(the connection stays open, as with a paused source process or a
+network partition).  Stall points:
+
+- header: the first 4 bytes (the stream magic);
+- RAM: half of the stream, in the middle of the RAM;
+- device: inside the virtio-net section of the device state.
+
+At each point the destination must answer query-status (QMP) and
+"info status" (HMP) within 100 ms, and end within 5 s on SIGTERM (run
+1) and on quit (run 2).  With --stock, the stock binary is run the
+same way in the same run, and its figures are printed beside (stock
+answers in about a millisecond and exits; it is not asserted).
+
+multifd: a real source with multifd migrates slowly; the load thread
+of the destination waits in the multifd sync for the channels to
+receive the RAM round (the trace event multifd_recv_sync_main_wait
+says it got there), and quit on the destination must end it within
+5 s.
+
+usage: dst_stall.py --qemu BINARY [--stock BINARY] [--reps N]
+"""
+
+import argparse
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qemu_vm import VM, TAP, QMPError  # noqa: E402
+
+MIB = 1024 * 1024
+RAM_MIB = 256
+LATENCY_LIMIT = 0.100
+EXIT_LIMIT = 5.0
+
+
+def vm_args(extra=()):
+    return ['-S', '-object',
+            'memory-backend-ram,id=mem0,size=%dM' % RAM_MIB,
+            '-netdev', 'hubport,id=n0,hubid=0',
+            '-device', 'virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56'] + \
+        list(extra)
+
+
+def new_vm(qemu, name, extra=(), tmpdir=None):
+    v = VM(qemu, name=name, tmpdir=tmpdir,
+           machine='q35,memory-backend=mem0', args=vm_args(extra))
+    v.args[v.args.index('64M')] = '%dM' % RAM_MIB
+    return v
+
+
+def record_stream(qemu):
+    """Migrate a paused guest to a file; return the stream's bytes."""
+    src = new_vm(qemu, 'record')
+    try:
+        src.start()
+        path = os.path.join(src.tmpdir, 'stream')
+        src.cmd('migrate', uri='file:' + path)
+        st = src.wait_migration_end(timeout=120)
+        if st != 'completed':
+            raise RuntimeError('recording the stream: %s' % st)
+        with open(path, 'rb') as f:
+            return f.read()
+    finally:
+        src.cleanup()
+
+
+def stall_points(stream):
+    """(name, number of bytes sent) for each point of the stream."""
+    # the FULL section header of virtio-net: type 4, section id (4
+    # bytes), the length of the ID string and the string, then instance
+    # and version (4 bytes each); stop some way into the section's data
+    m = None
+    for m in re.finditer(rb'\x04....(.)([^\x00]{1,255}?/virtio-net)\x00',
+                         stream, re.DOTALL):
+        if m.group(1)[0] == len(m.group(2)):
+            break
+    else:
+        raise RuntimeError('no virtio-net section in the stream')
+    dev = m.end(2) + 8 + 64
+    return [('header', 4), ('RAM', len(stream) // 2), ('device', dev)]
+
+
+def worst_latency(fn, n):
+    """The longest of @n calls of @fn, or infinity if one timed out
+    (the connection is out of step then: stop there)."""
+    worst = 0.0
+    for _ in range(n):
+        t0 = time.monotonic()
+        try:
+            fn()
+        except (TimeoutError, socket.timeout):
+            return float('inf')
+        worst = max(worst, time.monotonic() - t0)
+    return worst
+
+
+def stall_once(qemu, stream, sent, how):
+    """Start a destination, send it @sent bytes and stall; measure.
+
+    Return (worst QMP latency, worst HMP latency, seconds to exit after
+    @how or None if it did not, exit status, destination output).
+    """
+    dst = new_vm(qemu, 'stall-dst', ['-incoming', 'defer'])
+    conn = None
+    try:
+        dst.start()
+        sock = os.path.join(dst.tmpdir, 'mig.sock')
+        dst.cmd('migrate-incoming', uri='unix:' + sock)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(sock)
+        conn.sendall(stream[:sent])
+        # let the load reach the end of what it was given
+        time.sleep(0.5)
+        dst.qmp.sock.settimeout(2.0)
+        qmp = worst_latency(lambda: dst.cmd('query-status'), 10)
+        hmp = (worst_latency(lambda: dst.hmp('info status'), 5)
+               if qmp != float('inf') else float('inf'))
+        t0 = time.monotonic()
+        if how == 'SIGTERM':
+            dst.proc.send_signal(signal.SIGTERM)
+        else:
+            try:
+                dst.qmp.send('quit')
+            except OSError:
+                pass
+        try:
+            rc = dst.proc.wait(EXIT_LIMIT)
+            took = time.monotonic() - t0
+        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+            rc, took = None, None
+        return qmp, hmp, took, rc, dst.output()
+    finally:
+        if conn:
+            conn.close()
+        if dst.proc and dst.proc.poll() is None:
+            dst.proc.kill()
+            dst.proc.wait()
+        dst.cleanup()
+
+
+def check_stalls(tap, qemu, stock, reps):
+    streams = {'series': record_stream(qemu)}
+    if stock:
+        streams['stock'] = record_stream(stock)
+    points = stall_points(streams['series'])
+    tap.ok(True, 'recorded a stream of %d bytes; stall points %s'
+           % (len(streams['series']),
+              ', '.join('%s at %d' % p for p in points)))
+    for name, _ in points:
+        for how in ('SIGTERM', 'quit'):
+            worst = [0.0, 0.0, 0.0]
+            bad = []
+            for rep in range(reps):
+                sent = dict(stall_points(streams['series']))[name]
+                qmp, hmp, took, rc, out = stall_once(
+                    qemu, streams['series'], sent, how)
+                worst = [max(worst[0], qmp), max(worst[1], hmp),
+                         max(worst[2], took if took is not None else 1e9)]
+                if qmp > LATENCY_LIMIT or hmp > LATENCY_LIMIT or \
+                        took is None:
+                    bad.append('rep %d: QMP %.1f ms, HMP %.1f ms, %s'
+                               % (rep, qmp * 1e3, hmp * 1e3,
+                                  'no exit within %.0f s' % EXIT_LIMIT
+                                  if took is None else
+                                  'exit %d after %.2f s' % (rc, took)))
+                    bad.append(out[-500:])
+            line = ('stall in %s, %s: QMP %.1f ms, HMP %.1f ms, %s '
+                    '(worst of %d)'
+                    % (name, how, worst[0] * 1e3, worst[1] * 1e3,
+                       'no exit within %.0f s' % EXIT_LIMIT
+                       if worst[2] >= 1e9 else
+                       'exit after %.2f s' % worst[2], reps))
+            if stock:
+                s_sent = dict(stall_points(streams['stock']))[name]
+                qmp, hmp, took, rc, out = stall_once(
+                    stock, streams['stock'], s_sent, how)
+                line += '; stock: QMP %.1f ms, HMP %.1f ms, %s' % (
+                    qmp * 1e3, hmp * 1e3,
+                    'no exit within %.0f s' % EXIT_LIMIT if took is None
+                    else 'exit after %.2f s' % took)
+            tap.ok(not bad, line, '\n'.join(bad))
+
+
+class StallingProxy:
+    """Forward the migration connections from @listen to @target; once
+    the first multifd channel has forwarded @after bytes, forward
+    nothing more of it (keep reading it, so that the source goes on)."""
+
+    MULTIFD_MAGIC = b'\x11\x22\x33\x44'
+
+    def __init__(self, listen, target, after):
+        self.target = target
+        self.after = after
+        self.stalled = threading.Event()
+        self.multifd_seen = 0
+        self.lock = threading.Lock()
+        self.socks = []
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(listen)
+        self.srv.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            d = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            d.connect(self.target)
+            self.socks += [c, d]
+            threading.Thread(target=self._pump, args=(c, d, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(d, c, False),
+                             daemon=True).start()
+
+    def _pump(self, a, b, from_source):
+        stall = False
+        sent = 0
+        first = True
+        while True:
+            try:
+                data = a.recv(65536)
+            except OSError:
+                data = b''
+            if not data:
+                break
+            if first and from_source:
+                first = False
+                with self.lock:
+                    if data.startswith(self.MULTIFD_MAGIC) and \
+                            self.multifd_seen == 0:
+                        stall = True
+                    if data.startswith(self.MULTIFD_MAGIC):
+                        self.multifd_seen += 1
+            if stall and sent + len(data) > self.after:
+                data = data[:max(0, self.after - sent)]
+                self.stalled.set()
+            try:
+                if data:
+                    b.sendall(data)
+            except OSError:
+                break
+            sent += len(data)
+
+    def close(self):
+        self.srv.close()
+        for c in self.socks:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def last_sync_event(trace):
+    """The last multifd sync event of the destination's trace log."""
+    last = ''
+    with open(trace) as f:
+        for line in f:
+            if 'multifd_recv_sync_main' in line:
+                last = line
+    return last
+
+
+def check_multifd_quit(tap, qemu, reps):
+    """A multifd channel of the stream stops (a proxy withholds its
+    data): the destination's load waits in the multifd sync; quit."""
+    bad = []
+    in_sync = 0
+    worst = 0.0
+    for rep in range(reps):
+        dst = new_vm(qemu, 'mfd-dst', ['-incoming', 'defer'])
+        trace = os.path.join(dst.tmpdir, 'trace.log')
+        dst.args += ['-trace', 'multifd_recv_sync_main*', '-D', trace]
+        path = os.path.join(dst.tmpdir, 'random.ram')
+        with open(path, 'wb') as f:
+            for _ in range(32):
+                f.write(os.urandom(MIB))
+            f.truncate(RAM_MIB * MIB)
+        src = new_vm(qemu, 'mfd-src', tmpdir=dst.tmpdir)
+        i = src.args.index('memory-backend-ram,id=mem0,size=%dM' % RAM_MIB)
+        src.args[i] = ('memory-backend-file,id=mem0,size=%dM,mem-path=%s,'
+                       'share=off' % (RAM_MIB, path))
+        proxy = None
+        try:
+            dst.start()
+            src.start()
+            caps = [{'capability': 'multifd', 'state': True}]
+            for v in (src, dst):
+                v.cmd('migrate-set-capabilities', capabilities=caps)
+                v.cmd('migrate-set-parameters',
+                      **{'multifd-channels': 2})
+            sock = os.path.join(dst.tmpdir, 'mig.sock')
+            dst.cmd('migrate-incoming', uri='unix:' + sock)
+            proxy = StallingProxy(os.path.join(dst.tmpdir, 'proxy.sock'),
+                                  sock, 4 * MIB)
+            src.cmd('migrate', uri='unix:' + os.path.join(dst.tmpdir,
+                                                          'proxy.sock'))
+            if not proxy.stalled.wait(30):
+                raise RuntimeError('the multifd channel never stalled')
+            dst.wait_for(lambda: 'sync_main_wait' in last_sync_event(trace),
+                         'the multifd sync', timeout=10)
+            in_sync += 1
+            time.sleep(0.3)
+            dst.qmp.sock.settimeout(2.0)
+            lat = worst_latency(lambda: dst.cmd('query-status'), 5)
+            if lat > LATENCY_LIMIT:
+                bad.append('rep %d: QMP answers after %.1f ms'
+                           % (rep, lat * 1e3))
+            t0 = time.monotonic()
+            try:
+                dst.qmp.send('quit')
+                rc = dst.proc.wait(EXIT_LIMIT)
+                worst = max(worst, time.monotonic() - t0)
+                if rc != 0:
+                    bad.append('rep %d: status %d' % (rep, rc))
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+                bad.append('rep %d: no exit within %.0f s after quit'
+                           % (rep, EXIT_LIMIT))
+                bad.append(dst.output()[-500:])
+        except (QMPError, RuntimeError, TimeoutError, OSError) as e:
+            bad.append('rep %d: %r' % (rep, e))
+            bad.append(dst.output()[-500:])
+        finally:
+            for v in (dst, src):
+                if v.proc and v.proc.poll() is None:
+                    v.proc.kill()
+                    v.proc.wait()
+            if proxy:
+                proxy.close()
+            src.cleanup()
+            dst.cleanup()
+    tap.ok(not bad and in_sync == reps,
+           'quit while the load waits in the multifd sync (%d of %d runs '
+           'were in it): exit after %.2f s at worst'
+           % (in_sync, reps, worst), '\n'.join(bad))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--stock')
+    ap.add_argument('--reps', type=int, default=1)
+    args = ap.parse_args()
+    tap = TAP()
+    check_stalls(tap, args.qemu, args.stock, args.reps)
+    check_multifd_quit(tap, args.qemu, args.reps)
+    return tap.done()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
