@@ -17,8 +17,9 @@ source held to a bandwidth that makes the load last a few seconds.
 - quit: quit on the destination in the middle of its load ends it with
   status 0;
 - hotplug: with --series, device_add and device_del (QMP, and HMP
-  device_add) are refused while the destination loads, with their
-  error text, and device_del is taken once the load has failed; on
+  device_add), HMP savevm and loadvm, and device-sync-config are
+  refused while the destination loads, with their error text, and
+  device_del is taken once the load has failed; on
   stock, what device_add does is printed (it takes it);
 - with --series: the load thread (mig/dst/main) is there while the
   destination loads, and the trace event qemu_loadvm_section_bql
@@ -195,6 +196,13 @@ def check_hotplug(tap, qemu, series):
             except QMPError as e:
                 errors[cmd] = e.desc
         hmp = dst.hmp('device_add pci-testdev,id=td3,bus=rp1')
+        savevm = dst.hmp('savevm snap0')
+        loadvm = dst.hmp('loadvm snap0')
+        try:
+            dst.cmd('device-sync-config', id='td')
+            sync = None
+        except QMPError as e:
+            sync = e.desc
         still = dst.migration_status()
         for cmd in ('device_add', 'device_del'):
             want = ('%s not allowed while an incoming migration loads'
@@ -205,6 +213,13 @@ def check_hotplug(tap, qemu, series):
         tap.ok('device_add not allowed while an incoming migration '
                'loads' in hmp, 'hotplug: HMP device_add refused during '
                'the load', hmp)
+        want = 'Snapshots are not allowed while an incoming migration loads'
+        tap.ok(want in savevm and want in loadvm,
+               'snapshots: HMP savevm and loadvm refused during the load',
+               (savevm, loadvm))
+        tap.ok(sync == 'Config synchronization is not allowed while an '
+               'incoming migration loads',
+               'device-sync-config refused during the load', sync)
         src.cmd('migrate_cancel')
         status, _, _, _ = poll_until_end(dst)
         try:

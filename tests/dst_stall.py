@@ -30,6 +30,7 @@ usage: dst_stall.py --qemu BINARY [--stock BINARY] [--reps N]
 
 import argparse
 import os
+import queue
 import re
 import signal
 import socket
@@ -75,6 +76,21 @@ def record_stream(qemu):
             return f.read()
     finally:
         src.cleanup()
+
+
+def random_source(qemu, name, tmpdir, random_mib=32):
+    """A source whose first @random_mib MiB of RAM are random bytes (the
+    rest zero), so that its migration takes some time."""
+    path = os.path.join(tmpdir, name + '.ram')
+    with open(path, 'wb') as f:
+        for _ in range(random_mib):
+            f.write(os.urandom(MIB))
+        f.truncate(RAM_MIB * MIB)
+    src = new_vm(qemu, name, tmpdir=tmpdir)
+    i = src.args.index('memory-backend-ram,id=mem0,size=%dM' % RAM_MIB)
+    src.args[i] = ('memory-backend-file,id=mem0,size=%dM,mem-path=%s,'
+                   'share=off' % (RAM_MIB, path))
+    return src
 
 
 def stall_points(stream):
@@ -197,13 +213,18 @@ def check_stalls(tap, qemu, stock, reps):
 class StallingProxy:
     """Forward the migration connections from @listen to @target; once
     the first multifd channel has forwarded @after bytes, forward
-    nothing more of it (keep reading it, so that the source goes on)."""
+    nothing more of it (keep reading it, so that the source goes on).
+    With @only_first, connections after the first are accepted but
+    never forwarded (the postcopy preempt channel never comes)."""
 
     MULTIFD_MAGIC = b'\x11\x22\x33\x44'
 
-    def __init__(self, listen, target, after):
+    def __init__(self, listen, target, after=None, only_first=False):
         self.target = target
         self.after = after
+        self.only_first = only_first
+        self.accepted = 0
+        self.held = threading.Event()
         self.stalled = threading.Event()
         self.multifd_seen = 0
         self.lock = threading.Lock()
@@ -219,6 +240,13 @@ class StallingProxy:
                 c, _ = self.srv.accept()
             except OSError:
                 return
+            self.accepted += 1
+            if self.only_first and self.accepted > 1:
+                self.socks.append(c)
+                self.held.set()
+                threading.Thread(target=self._drain, args=(c,),
+                                 daemon=True).start()
+                continue
             d = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             d.connect(self.target)
             self.socks += [c, d]
@@ -227,10 +255,34 @@ class StallingProxy:
             threading.Thread(target=self._pump, args=(d, c, False),
                              daemon=True).start()
 
+    def _drain(self, c):
+        while True:
+            try:
+                if not c.recv(65536):
+                    return
+            except OSError:
+                return
+
     def _pump(self, a, b, from_source):
+        """Copy a to b.  The writes go through a queue, so that the end
+        of a is passed on to b at once, even while b does not read (as
+        the kernel does for a UNIX socket whose peer goes away)."""
         stall = False
         sent = 0
         first = True
+        q = queue.Queue()
+
+        def writer():
+            while True:
+                data = q.get()
+                if data is None:
+                    return
+                try:
+                    b.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=writer, daemon=True).start()
         while True:
             try:
                 data = a.recv(65536)
@@ -246,15 +298,21 @@ class StallingProxy:
                         stall = True
                     if data.startswith(self.MULTIFD_MAGIC):
                         self.multifd_seen += 1
-            if stall and sent + len(data) > self.after:
+            if stall and self.after is not None and \
+                    sent + len(data) > self.after:
                 data = data[:max(0, self.after - sent)]
                 self.stalled.set()
-            try:
-                if data:
-                    b.sendall(data)
-            except OSError:
-                break
+            if data:
+                q.put(data)
             sent += len(data)
+        q.put(None)
+        if stall:
+            # a stalled channel stays open: a partition, not an end
+            return
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def close(self):
         self.srv.close()
@@ -285,15 +343,7 @@ def check_multifd_quit(tap, qemu, reps):
         dst = new_vm(qemu, 'mfd-dst', ['-incoming', 'defer'])
         trace = os.path.join(dst.tmpdir, 'trace.log')
         dst.args += ['-trace', 'multifd_recv_sync_main*', '-D', trace]
-        path = os.path.join(dst.tmpdir, 'random.ram')
-        with open(path, 'wb') as f:
-            for _ in range(32):
-                f.write(os.urandom(MIB))
-            f.truncate(RAM_MIB * MIB)
-        src = new_vm(qemu, 'mfd-src', tmpdir=dst.tmpdir)
-        i = src.args.index('memory-backend-ram,id=mem0,size=%dM' % RAM_MIB)
-        src.args[i] = ('memory-backend-file,id=mem0,size=%dM,mem-path=%s,'
-                       'share=off' % (RAM_MIB, path))
+        src = random_source(qemu, 'mfd-src', dst.tmpdir)
         proxy = None
         try:
             dst.start()
@@ -349,6 +399,92 @@ def check_multifd_quit(tap, qemu, reps):
            % (in_sync, reps, worst), '\n'.join(bad))
 
 
+def check_preempt_wait(tap, qemu, reps):
+    """Postcopy with preempt, the preempt channel held back by a proxy:
+    the destination's load waits for it before the device state.  yank
+    on the destination, and the source killed, must end the load
+    (failed); quit must end QEMU."""
+    for how in ('yank', 'source killed', 'quit'):
+        bad = []
+        worst = 0.0
+        for rep in range(reps):
+            dst = new_vm(qemu, 'pre-dst', ['-incoming', 'defer'])
+            src = random_source(qemu, 'pre-src', dst.tmpdir)
+            proxy = None
+            try:
+                dst.start()
+                src.start()
+                caps = [{'capability': c, 'state': True}
+                        for c in ('postcopy-ram', 'postcopy-preempt')]
+                for v in (src, dst):
+                    v.cmd('migrate-set-capabilities', capabilities=caps)
+                sock = os.path.join(dst.tmpdir, 'mig.sock')
+                dst.cmd('migrate-incoming', uri='unix:' + sock,
+                        **{'exit-on-error': False})
+                psock = os.path.join(dst.tmpdir, 'proxy.sock')
+                proxy = StallingProxy(psock, sock, only_first=True)
+                src.cmd('migrate-set-parameters',
+                        **{'max-bandwidth': 32 * MIB})
+                src.cmd('migrate', uri='unix:' + psock)
+                src.wait_for(lambda: src.migration_status() == 'active',
+                             'active', timeout=30)
+                src.cmd('migrate-start-postcopy')
+                if not proxy.held.wait(30):
+                    raise RuntimeError('no preempt channel was opened')
+                # let the destination reach the wait
+                time.sleep(1.0)
+                dst.qmp.sock.settimeout(2.0)
+                lat = worst_latency(lambda: dst.cmd('query-status'), 5)
+                if lat > LATENCY_LIMIT:
+                    bad.append('rep %d: QMP answers after %.1f ms'
+                               % (rep, lat * 1e3))
+                dst.qmp.sock.settimeout(60.0)
+                t0 = time.monotonic()
+                if how == 'quit':
+                    try:
+                        dst.qmp.send('quit')
+                        dst.proc.wait(EXIT_LIMIT)
+                        worst = max(worst, time.monotonic() - t0)
+                    except Exception:  # noqa: BLE001 - TimeoutExpired
+                        bad.append('rep %d: no exit within %.0f s after '
+                                   'quit' % (rep, EXIT_LIMIT))
+                    continue
+                if how == 'yank':
+                    dst.cmd('yank', instances=[{'type': 'migration'}])
+                else:
+                    src.proc.kill()
+                    src.proc.wait()
+                end = time.monotonic() + EXIT_LIMIT
+                st = dst.migration_status()
+                while st not in ('failed', 'completed') and \
+                        time.monotonic() < end:
+                    time.sleep(0.05)
+                    st = dst.migration_status()
+                worst = max(worst, time.monotonic() - t0)
+                if st != 'failed':
+                    bad.append('rep %d: destination still %s %.0f s after '
+                               '%s' % (rep, st, EXIT_LIMIT, how))
+                err = dst.cmd('query-migrate').get('error-desc', '')
+                if 'preempt channel' not in err:
+                    bad.append('rep %d: error %r' % (rep, err))
+            except (QMPError, RuntimeError, TimeoutError, OSError) as e:
+                bad.append('rep %d: %r' % (rep, e))
+                bad.append(dst.output()[-500:])
+            finally:
+                for v in (dst, src):
+                    if v.proc and v.proc.poll() is None:
+                        v.proc.kill()
+                        v.proc.wait()
+                if proxy:
+                    proxy.close()
+                src.cleanup()
+                dst.cleanup()
+        tap.ok(not bad, '%s while the load waits for the postcopy preempt '
+               'channel: %s after %.2f s at worst'
+               % (how, 'exit' if how == 'quit' else 'failed', worst),
+               '\n'.join(bad))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--qemu', required=True)
@@ -358,6 +494,7 @@ def main():
     tap = TAP()
     check_stalls(tap, args.qemu, args.stock, args.reps)
     check_multifd_quit(tap, args.qemu, args.reps)
+    check_preempt_wait(tap, args.qemu, args.reps)
     return tap.done()
 
 
