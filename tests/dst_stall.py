@@ -11,7 +11,10 @@ network partition).  Stall points:
 
 - header: the first 4 bytes (the stream magic);
 - RAM: half of the stream, in the middle of the RAM;
-- device: inside the virtio-net section of the device state.
+- device: inside the virtio-net section of the device state;
+- bitmap: inside the dirty-bitmap section of a second stream, with a
+  block dirty bitmap and the dirty-bitmaps capability (the load holds
+  the lock of the bitmaps' load there, which QEMU quitting takes).
 
 At each point the destination must answer query-status (QMP) and
 "info status" (HMP) within 100 ms, and end within 5 s on SIGTERM (run
@@ -19,11 +22,15 @@ At each point the destination must answer query-status (QMP) and
 same way in the same run, and its figures are printed beside (stock
 answers in about a millisecond and exits; it is not asserted).
 
-multifd: a real source with multifd migrates slowly; the load thread
-of the destination waits in the multifd sync for the channels to
-receive the RAM round (the trace event multifd_recv_sync_main_wait
-says it got there), and quit on the destination must end it within
-5 s.
+multifd: a real source with multifd migrates through a proxy that
+stops forwarding one channel, right after its handshake (the sync that
+ends the RAM setup section, which loads with the BQL) or 4 MiB in (a
+sync of the RAM rounds).  The load thread of the destination waits in
+the multifd sync (the trace event multifd_recv_sync_main_wait says it
+got there); the destination must answer QMP within 100 ms, and quit
+must end it within 5 s.  With the channel closed cleanly by the proxy
+instead (a source that cancelled), the destination must fail the
+migration by itself within 5 s.
 
 usage: dst_stall.py --qemu BINARY [--stock BINARY] [--reps N]
 """
@@ -62,11 +69,20 @@ def new_vm(qemu, name, extra=(), tmpdir=None):
     return v
 
 
-def record_stream(qemu):
+# a block node with a dirty bitmap, whose state migrates with the
+# dirty-bitmaps capability
+BITMAP_ARGS = ['-blockdev', 'null-co,node-name=disk0,size=67108864']
+BITMAP_CAPS = [{'capability': 'dirty-bitmaps', 'state': True}]
+
+
+def record_stream(qemu, bitmap=False):
     """Migrate a paused guest to a file; return the stream's bytes."""
-    src = new_vm(qemu, 'record')
+    src = new_vm(qemu, 'record', BITMAP_ARGS if bitmap else ())
     try:
         src.start()
+        if bitmap:
+            src.cmd('block-dirty-bitmap-add', {'node': 'disk0', 'name': 'bm0'})
+            src.cmd('migrate-set-capabilities', capabilities=BITMAP_CAPS)
         path = os.path.join(src.tmpdir, 'stream')
         src.cmd('migrate', uri='file:' + path)
         st = src.wait_migration_end(timeout=120)
@@ -91,6 +107,16 @@ def random_source(qemu, name, tmpdir, random_mib=32):
     src.args[i] = ('memory-backend-file,id=mem0,size=%dM,mem-path=%s,'
                    'share=off' % (RAM_MIB, path))
     return src
+
+
+def bitmap_point(stream):
+    """A point inside the data of the dirty-bitmap START section: type
+    1, section id, the ID string, instance and version, then the
+    bitmap's header, which the load reads with its lock held."""
+    m = re.search(rb'\x01....\x0cdirty-bitmap', stream, re.DOTALL)
+    if not m:
+        raise RuntimeError('no dirty-bitmap section in the stream')
+    return m.end() + 8 + 2
 
 
 def stall_points(stream):
@@ -123,16 +149,19 @@ def worst_latency(fn, n):
     return worst
 
 
-def stall_once(qemu, stream, sent, how):
+def stall_once(qemu, stream, sent, how, bitmap=False):
     """Start a destination, send it @sent bytes and stall; measure.
 
     Return (worst QMP latency, worst HMP latency, seconds to exit after
     @how or None if it did not, exit status, destination output).
     """
-    dst = new_vm(qemu, 'stall-dst', ['-incoming', 'defer'])
+    dst = new_vm(qemu, 'stall-dst', ['-incoming', 'defer'] +
+                 (BITMAP_ARGS if bitmap else []))
     conn = None
     try:
         dst.start()
+        if bitmap:
+            dst.cmd('migrate-set-capabilities', capabilities=BITMAP_CAPS)
         sock = os.path.join(dst.tmpdir, 'mig.sock')
         dst.cmd('migrate-incoming', uri='unix:' + sock)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -167,22 +196,32 @@ def stall_once(qemu, stream, sent, how):
         dst.cleanup()
 
 
+def all_points(streams, which):
+    """{name: (stream, bytes sent, bitmap)} for binary @which."""
+    points = {n: (streams[which], sent, False)
+              for n, sent in stall_points(streams[which])}
+    bstream = streams[which + '-bitmap']
+    points['bitmap'] = (bstream, bitmap_point(bstream), True)
+    return points
+
+
 def check_stalls(tap, qemu, stock, reps):
-    streams = {'series': record_stream(qemu)}
+    streams = {'series': record_stream(qemu),
+               'series-bitmap': record_stream(qemu, bitmap=True)}
     if stock:
         streams['stock'] = record_stream(stock)
-    points = stall_points(streams['series'])
-    tap.ok(True, 'recorded a stream of %d bytes; stall points %s'
-           % (len(streams['series']),
-              ', '.join('%s at %d' % p for p in points)))
-    for name, _ in points:
+        streams['stock-bitmap'] = record_stream(stock, bitmap=True)
+    points = all_points(streams, 'series')
+    tap.ok(True, 'recorded streams of %d and %d bytes; stall points %s'
+           % (len(streams['series']), len(streams['series-bitmap']),
+              ', '.join('%s at %d' % (n, p[1]) for n, p in points.items())))
+    for name, (stream, sent, bitmap) in points.items():
         for how in ('SIGTERM', 'quit'):
             worst = [0.0, 0.0, 0.0]
             bad = []
             for rep in range(reps):
-                sent = dict(stall_points(streams['series']))[name]
                 qmp, hmp, took, rc, out = stall_once(
-                    qemu, streams['series'], sent, how)
+                    qemu, stream, sent, how, bitmap)
                 worst = [max(worst[0], qmp), max(worst[1], hmp),
                          max(worst[2], took if took is not None else 1e9)]
                 if qmp > LATENCY_LIMIT or hmp > LATENCY_LIMIT or \
@@ -200,9 +239,9 @@ def check_stalls(tap, qemu, stock, reps):
                        if worst[2] >= 1e9 else
                        'exit after %.2f s' % worst[2], reps))
             if stock:
-                s_sent = dict(stall_points(streams['stock']))[name]
+                s_stream, s_sent, _ = all_points(streams, 'stock')[name]
                 qmp, hmp, took, rc, out = stall_once(
-                    stock, streams['stock'], s_sent, how)
+                    stock, s_stream, s_sent, how, bitmap)
                 line += '; stock: QMP %.1f ms, HMP %.1f ms, %s' % (
                     qmp * 1e3, hmp * 1e3,
                     'no exit within %.0f s' % EXIT_LIMIT if took is None
@@ -214,14 +253,19 @@ class StallingProxy:
     """Forward the migration connections from @listen to @target; once
     the first multifd channel has forwarded @after bytes, forward
     nothing more of it (keep reading it, so that the source goes on).
-    With @only_first, connections after the first are accepted but
-    never forwarded (the postcopy preempt channel never comes)."""
+    With @end_stalled, the stalled channel is closed cleanly instead
+    (its end passed on, as for a source that cancelled).  With
+    @only_first, connections after the first are accepted but never
+    forwarded (the postcopy preempt channel never comes)."""
 
     MULTIFD_MAGIC = b'\x11\x22\x33\x44'
+    SHUT = object()
 
-    def __init__(self, listen, target, after=None, only_first=False):
+    def __init__(self, listen, target, after=None, only_first=False,
+                 end_stalled=False):
         self.target = target
         self.after = after
+        self.end_stalled = end_stalled
         self.only_first = only_first
         self.accepted = 0
         self.held = threading.Event()
@@ -278,6 +322,9 @@ class StallingProxy:
                 if data is None:
                     return
                 try:
+                    if data is self.SHUT:
+                        b.shutdown(socket.SHUT_WR)
+                        continue
                     b.sendall(data)
                 except OSError:
                     return
@@ -298,9 +345,15 @@ class StallingProxy:
                         stall = True
                     if data.startswith(self.MULTIFD_MAGIC):
                         self.multifd_seen += 1
+            ended = self.stalled.is_set() and stall
             if stall and self.after is not None and \
                     sent + len(data) > self.after:
                 data = data[:max(0, self.after - sent)]
+                if data and self.end_stalled and not ended:
+                    q.put(data)
+                    data = b''
+                if self.end_stalled and not ended:
+                    q.put(self.SHUT)
                 self.stalled.set()
             if data:
                 q.put(data)
@@ -333,9 +386,17 @@ def last_sync_event(trace):
     return last
 
 
-def check_multifd_quit(tap, qemu, reps):
-    """A multifd channel of the stream stops (a proxy withholds its
-    data): the destination's load waits in the multifd sync; quit."""
+def check_multifd(tap, qemu, reps):
+    for after, where in ((64, 'the RAM setup'), (4 * MIB, 'a RAM round')):
+        check_multifd_once(tap, qemu, reps, after, where, False)
+    check_multifd_once(tap, qemu, reps, 64, 'the RAM setup', True)
+
+
+def check_multifd_once(tap, qemu, reps, after, where, end):
+    """A multifd channel of the stream stops after @after bytes (a proxy
+    withholds its data): the destination's load waits in the multifd
+    sync of @where; quit.  With @end, the proxy closes the channel
+    instead: the load must fail by itself."""
     bad = []
     in_sync = 0
     worst = 0.0
@@ -354,13 +415,28 @@ def check_multifd_quit(tap, qemu, reps):
                 v.cmd('migrate-set-parameters',
                       **{'multifd-channels': 2})
             sock = os.path.join(dst.tmpdir, 'mig.sock')
-            dst.cmd('migrate-incoming', uri='unix:' + sock)
+            dst.cmd('migrate-incoming', uri='unix:' + sock,
+                    **{'exit-on-error': False})
             proxy = StallingProxy(os.path.join(dst.tmpdir, 'proxy.sock'),
-                                  sock, 4 * MIB)
+                                  sock, after, end_stalled=end)
             src.cmd('migrate', uri='unix:' + os.path.join(dst.tmpdir,
                                                           'proxy.sock'))
             if not proxy.stalled.wait(30):
                 raise RuntimeError('the multifd channel never stalled')
+            if end:
+                t0 = time.monotonic()
+                end_t = t0 + EXIT_LIMIT
+                st = dst.migration_status()
+                while st != 'failed' and time.monotonic() < end_t:
+                    time.sleep(0.05)
+                    st = dst.migration_status()
+                worst = max(worst, time.monotonic() - t0)
+                if st != 'failed':
+                    bad.append('rep %d: destination still %s %.0f s after '
+                               'the channel ended' % (rep, st, EXIT_LIMIT))
+                else:
+                    in_sync += 1
+                continue
             dst.wait_for(lambda: 'sync_main_wait' in last_sync_event(trace),
                          'the multifd sync', timeout=10)
             in_sync += 1
@@ -393,10 +469,15 @@ def check_multifd_quit(tap, qemu, reps):
                 proxy.close()
             src.cleanup()
             dst.cleanup()
+    if end:
+        tap.ok(not bad and in_sync == reps,
+               'a multifd channel closed cleanly in %s: the load failed '
+               'after %.2f s at worst' % (where, worst), '\n'.join(bad))
+        return
     tap.ok(not bad and in_sync == reps,
-           'quit while the load waits in the multifd sync (%d of %d runs '
-           'were in it): exit after %.2f s at worst'
-           % (in_sync, reps, worst), '\n'.join(bad))
+           'quit while the load waits in the multifd sync of %s (%d of %d '
+           'runs were in it): exit after %.2f s at worst'
+           % (where, in_sync, reps, worst), '\n'.join(bad))
 
 
 def check_preempt_wait(tap, qemu, reps):
@@ -493,7 +574,7 @@ def main():
     args = ap.parse_args()
     tap = TAP()
     check_stalls(tap, args.qemu, args.stock, args.reps)
-    check_multifd_quit(tap, args.qemu, args.reps)
+    check_multifd(tap, args.qemu, args.reps)
     check_preempt_wait(tap, args.qemu, args.reps)
     return tap.done()
 
