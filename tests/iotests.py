@@ -190,13 +190,16 @@ def main():
     stopped = None
     proc = None
     retry = []
+    retried = set()
     n = 0
 
     def emit(name, status, secs, desc):
         nonlocal n
         n += 1
         tname = '%s/%s' % (fmt, name)
-        if status == 'pass':
+        if status == 'pass' and desc:
+            print('ok %d %s # %s s, %s' % (n, tname, secs, desc))
+        elif status == 'pass':
             print('ok %d %s # %s s' % (n, tname, secs))
         elif status == 'not run':
             print('ok %d %s # SKIP %s' % (n, tname, desc or 'not run'))
@@ -264,7 +267,8 @@ def main():
                 if status == 'fail' and name in RETRY_ONCE:
                     retry.append(name)
                 else:
-                    emit(name, status, secs, m.group('desc'))
+                    emit(name, status, secs,
+                         None if status == 'pass' else m.group('desc'))
         rc = proc.wait()
         for name in retry:
             first = results[name]['reason'] or 'failed'
@@ -288,6 +292,7 @@ def main():
                 results[name]['reason'] = first + '; the second run gave ' \
                     'no result'
             r = results[name]
+            retried.add(name)
             emit(name, r['status'], r['seconds'], r['reason'])
         timer.cancel()
     except Stop as e:
@@ -307,6 +312,12 @@ def main():
         why = 'stopped by ' + stopped
     else:
         why = 'no result (check exited with status %s)' % rc
+    # a retry that a signal or the watchdog cut short
+    for t in retry:
+        if t not in retried:
+            results[t]['reason'] = (results[t]['reason'] or 'failed') + \
+                '; not run again: ' + why
+            emit(t, 'fail', results[t]['seconds'], results[t]['reason'])
     for t in tests:
         if t not in results:
             results[t] = {'status': 'fail', 'seconds': None, 'reason': why}
