@@ -58,6 +58,21 @@ def check_bad(tap, qemu):
                                       'incoming migration is cpr-transfer'),
            'config:mode other than the cpr channel\'s is refused',
            '%d: %s' % (rc, out))
+    # Whose error it is, when -global is wrong too
+    base = ['-M', 'none', '-display', 'none', '-nodefaults',
+            '-global', 'migration.announce-rounds=5000',
+            '-global', 'migration.x-cpu-throttle-initial=50']
+    rc, out = run_qemu(qemu, base + ['-incoming', 'config:downtime-limit=9'])
+    first = out.splitlines()[0] if out else ''
+    tap.ok(rc == 1 and "'announce-rounds' expects" in first and
+           'config:' not in first,
+           "-global's error is not config:'s", '%d: %s' % (rc, out))
+    rc, out = run_qemu(qemu, base + ['-incoming', 'config:max-cpu-throttle=30'])
+    first = out.splitlines()[0] if out else ''
+    tap.ok(rc == 1 and ': -incoming config:' in first and
+           "'max-cpu-throttle' expects" in first,
+           "config:'s error beside a wrong -global names config:",
+           '%d: %s' % (rc, out))
 
 
 def check_values(tap, qemu):
@@ -110,6 +125,17 @@ def check_values(tap, qemu):
         p = vm.cmd('query-migrate-parameters')
         tap.ok(p['tls-creds'] == '' and p['cpr-exec-command'] == [] and
                p['max-bandwidth'] == 2048, 'JSON config: after defer', p)
+
+    # The migration object exists before the preconfig loop
+    vm = VM(qemu, name='preconfig', machine='none',
+            args=['-preconfig', '-incoming', 'config:multifd-channels=4'])
+    with checking(tap, 'preconfig', vm):
+        vm.start()
+        vm.cmd('x-exit-preconfig')
+        p = vm.cmd('query-migrate-parameters')
+        status = vm.cmd('query-status')['status']
+        tap.ok(p['multifd-channels'] == 4 and status == 'inmigrate',
+               'config: with -preconfig', (p, status))
 
 
 def check_migration(tap, qemu):
