@@ -39,16 +39,7 @@ SAMPLES = 50
 
 def one(binary, stream, sent):
     """QMP round trips (s) and the seconds to exit after SIGTERM."""
-    dst = ds.new_vm(binary, 'bench-stall', ['-incoming', 'defer'])
-    conn = None
-    try:
-        dst.start()
-        sock = os.path.join(dst.tmpdir, 'mig.sock')
-        dst.cmd('migrate-incoming', uri='unix:' + sock)
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(sock)
-        conn.sendall(stream[:sent])
-        time.sleep(0.5)
+    with ds.stalled_dst(binary, stream, sent, name='bench-stall') as dst:
         dst.qmp.sock.settimeout(5.0)
         rtts = []
         for _ in range(SAMPLES):
@@ -67,13 +58,6 @@ def one(binary, stream, sent):
         except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
             took = float('inf')
         return rtts, took
-    finally:
-        if conn:
-            conn.close()
-        if dst.proc and dst.proc.poll() is None:
-            dst.proc.kill()
-            dst.proc.wait()
-        dst.cleanup()
 
 
 def main():

@@ -36,6 +36,7 @@ usage: dst_stall.py --qemu BINARY [--stock BINARY] [--reps N]
 """
 
 import argparse
+import contextlib
 import os
 import queue
 import re
@@ -149,19 +150,18 @@ def worst_latency(fn, n):
     return worst
 
 
-def stall_once(qemu, stream, sent, how, bitmap=False):
-    """Start a destination, send it @sent bytes and stall; measure.
-
-    Return (worst QMP latency, worst HMP latency, seconds to exit after
-    @how or None if it did not, exit status, destination output).
-    """
-    dst = new_vm(qemu, 'stall-dst', ['-incoming', 'defer'] +
-                 (BITMAP_ARGS if bitmap else []))
+@contextlib.contextmanager
+def stalled_dst(qemu, stream, sent, name='stall-dst', extra=(), caps=None):
+    """A destination (-incoming defer, then migrate-incoming unix:) that
+    was sent the first @sent bytes of @stream by a source that stalls
+    there, the connection left open; @caps are set before.  Killed and
+    removed when the block ends."""
+    dst = new_vm(qemu, name, ['-incoming', 'defer'] + list(extra))
     conn = None
     try:
         dst.start()
-        if bitmap:
-            dst.cmd('migrate-set-capabilities', capabilities=BITMAP_CAPS)
+        if caps:
+            dst.cmd('migrate-set-capabilities', capabilities=caps)
         sock = os.path.join(dst.tmpdir, 'mig.sock')
         dst.cmd('migrate-incoming', uri='unix:' + sock)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -169,6 +169,35 @@ def stall_once(qemu, stream, sent, how, bitmap=False):
         conn.sendall(stream[:sent])
         # let the load reach the end of what it was given
         time.sleep(0.5)
+        yield dst
+    finally:
+        if conn:
+            conn.close()
+        end_all([dst])
+
+
+def end_all(vms, proxy=None):
+    """Kill what still runs of @vms, close @proxy, remove their files
+    (in the order of @vms)."""
+    for v in vms:
+        if v.proc and v.proc.poll() is None:
+            v.proc.kill()
+            v.proc.wait()
+    if proxy:
+        proxy.close()
+    for v in vms:
+        v.cleanup()
+
+
+def stall_once(qemu, stream, sent, how, bitmap=False):
+    """Start a destination, send it @sent bytes and stall; measure.
+
+    Return (worst QMP latency, worst HMP latency, seconds to exit after
+    @how or None if it did not, exit status, destination output).
+    """
+    with stalled_dst(qemu, stream, sent,
+                     extra=BITMAP_ARGS if bitmap else (),
+                     caps=BITMAP_CAPS if bitmap else None) as dst:
         dst.qmp.sock.settimeout(2.0)
         qmp = worst_latency(lambda: dst.cmd('query-status'), 10)
         hmp = (worst_latency(lambda: dst.hmp('info status'), 5)
@@ -187,13 +216,6 @@ def stall_once(qemu, stream, sent, how, bitmap=False):
         except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
             rc, took = None, None
         return qmp, hmp, took, rc, dst.output()
-    finally:
-        if conn:
-            conn.close()
-        if dst.proc and dst.proc.poll() is None:
-            dst.proc.kill()
-            dst.proc.wait()
-        dst.cleanup()
 
 
 def all_points(streams, which):
@@ -461,14 +483,7 @@ def check_multifd_once(tap, qemu, reps, after, where, end):
             bad.append('rep %d: %r' % (rep, e))
             bad.append(dst.output()[-500:])
         finally:
-            for v in (dst, src):
-                if v.proc and v.proc.poll() is None:
-                    v.proc.kill()
-                    v.proc.wait()
-            if proxy:
-                proxy.close()
-            src.cleanup()
-            dst.cleanup()
+            end_all([src, dst], proxy)
     if end:
         tap.ok(not bad and in_sync == reps,
                'a multifd channel closed cleanly in %s: the load failed '
@@ -552,14 +567,7 @@ def check_preempt_wait(tap, qemu, reps):
                 bad.append('rep %d: %r' % (rep, e))
                 bad.append(dst.output()[-500:])
             finally:
-                for v in (dst, src):
-                    if v.proc and v.proc.poll() is None:
-                        v.proc.kill()
-                        v.proc.wait()
-                if proxy:
-                    proxy.close()
-                src.cleanup()
-                dst.cleanup()
+                end_all([src, dst], proxy)
         tap.ok(not bad, '%s while the load waits for the postcopy preempt '
                'channel: %s after %.2f s at worst'
                % (how, 'exit' if how == 'quit' else 'failed', worst),

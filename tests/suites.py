@@ -69,6 +69,13 @@ def qtest_env(build):
 
 
 def quick(top, build, stock):
+
+    def with_stock(cmd):
+        """@cmd with --stock, when a stock build is given"""
+        if stock:
+            return cmd + ['--stock', os.path.join(stock, 'qemu-system-x86_64')]
+        return cmd
+
     src = os.path.dirname(build)
     suites = [
         {'name': 'series/hygiene',
@@ -121,19 +128,15 @@ def quick(top, build, stock):
                 '--qemu', os.path.join(build, 'qemu-system-x86_64')],
         'timeout': 600,
     })
-    cmd = ['python3', os.path.join(top, 'tests', 'incoming_config.py'),
-           '--qemu', os.path.join(build, 'qemu-system-x86_64')]
-    if stock:
-        cmd += ['--stock', os.path.join(stock, 'qemu-system-x86_64')]
+    cmd = with_stock(['python3', os.path.join(top, 'tests', 'incoming_config.py'),
+                      '--qemu', os.path.join(build, 'qemu-system-x86_64')])
     suites.append({
         'name': 'project/incoming-config',
         'cmd': cmd,
         'timeout': 600,
     })
-    cmd = ['python3', os.path.join(top, 'tests', 'client_flows.py'),
-           '--qemu', os.path.join(build, 'qemu-system-x86_64')]
-    if stock:
-        cmd += ['--stock', os.path.join(stock, 'qemu-system-x86_64')]
+    cmd = with_stock(['python3', os.path.join(top, 'tests', 'client_flows.py'),
+                      '--qemu', os.path.join(build, 'qemu-system-x86_64')])
     suites.append({
         'name': 'project/client-flows',
         'cmd': cmd,
@@ -160,10 +163,8 @@ def quick(top, build, stock):
                 '--series'],
         'timeout': 900,
     })
-    cmd = ['python3', os.path.join(top, 'tests', 'dst_stall.py'),
-           '--qemu', os.path.join(build, 'qemu-system-x86_64')]
-    if stock:
-        cmd += ['--stock', os.path.join(stock, 'qemu-system-x86_64')]
+    cmd = with_stock(['python3', os.path.join(top, 'tests', 'dst_stall.py'),
+                      '--qemu', os.path.join(build, 'qemu-system-x86_64')])
     suites.append({
         'name': 'project/dst-stall',
         'cmd': cmd,
