@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Local migration of a tap netdev (migration parameter local, tap option
+x-local-migration-supported), without a guest, in a network namespace of
+its own with a multi_queue tap0.  TAP output.
+
+- command-line order (-incoming config:local=on plus -netdev) and
+  upstream's order (-incoming defer, migrate-set-parameters local,
+  netdev_add, device_add): the destination holds one tun fd of tap0 per
+  queue, tap0 keeps its ifindex after the source quits, a frame sent on
+  tap0 reaches the destination's netdev (filter-dump), the source runs
+  no downscript;
+- cancel and a destination that dies: the source keeps its fds, and a
+  frame sent on tap0 reaches its netdev;
+- refused: tap options that open the device on a waiting destination
+  (QMP and command line), local changed while the migration runs,
+  mismatched queue counts, a destination tap with a device of its own, a
+  source that does not pass its fds.
+
+Needs root, /dev/net/tun and unshare -n: skipped, with the reason, if
+any is missing.  Re-runs itself in a new network namespace.
+"""
+
+import argparse
+import glob
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qemu_vm import VM, QMPError, TAP, checking, run_qemu  # noqa: E402
+
+LOCAL = 'x-local-migration-supported'
+ETH_TYPE = 0x88b5  # local experimental
+
+
+def sh(cmd):
+    return subprocess.check_output(cmd, shell=True, text=True)
+
+
+def make_tap(queues=1):
+    """A new tap0, multi_queue if @queues > 1 (a tap opened with one
+    queue cannot attach to a multi_queue device)"""
+    sh('ip link del tap0 2>/dev/null || true')
+    sh('ip tuntap add dev tap0 mode tap%s && ip link set tap0 up'
+       % (' multi_queue' if queues > 1 else ''))
+
+
+def ifindex():
+    return sh('ip -o link show tap0').split(':')[0]
+
+
+def tun_fds(vm):
+    """How many fds of @vm are tun fds attached to tap0"""
+    n = 0
+    for f in glob.glob('/proc/%d/fdinfo/*' % vm.proc.pid):
+        try:
+            with open(f) as fi:
+                n += 'iff:\ttap0' in fi.read()
+        except OSError:
+            pass
+    return n
+
+
+def send_frame(marker):
+    """Send a broadcast frame carrying @marker out of tap0, i.e. to the
+    fds of tap0"""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    try:
+        s.bind(('tap0', 0))
+        frame = (b'\xff' * 6 + b'\x02\x00\x00\x00\x00\x01' +
+                 ETH_TYPE.to_bytes(2, 'big') + marker.encode())
+        s.send(frame.ljust(60, b'\0'))
+    finally:
+        s.close()
+
+
+def frame_reaches(vm, dump, marker, timeout=10.0):
+    """Send frames with @marker until the pcap @dump of @vm shows one"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        send_frame(marker)
+        time.sleep(0.2)
+        try:
+            with open(dump, 'rb') as f:
+                if marker.encode() in f.read():
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+class Env:
+    def __init__(self, qemu):
+        self.qemu = qemu
+        self.tmp = tempfile.mkdtemp(prefix='local-tap-')
+        self.n = 0
+
+    def path(self, name):
+        self.n += 1
+        return os.path.join(self.tmp, '%s-%d' % (name, self.n))
+
+    def vm(self, name, args):
+        return VM(self.qemu, ['-device', 'pcie-root-port,id=rp0,chassis=1']
+                  + list(args), name='%s-%d' % (name, self.n),
+                  tmpdir=self.tmp)
+
+
+def nic(queues):
+    return ['-device', 'virtio-net-pci,netdev=n0,id=nic0,bus=rp0%s' %
+            (',mq=on' if queues > 1 else '')]
+
+
+def source(env, queues=1, local=True, extra=''):
+    """A source with a new tap0 in @queues queues; a downscript that
+    leaves a mark if it runs"""
+    make_tap(queues)
+    mark = env.path('downscript-ran')
+    script = env.path('down.sh')
+    with open(script, 'w') as f:
+        f.write('#!/bin/sh\ntouch %s\n' % mark)
+    os.chmod(script, 0o755)
+    netdev = ('tap,id=n0,ifname=tap0,script=no,downscript=%s,queues=%d%s%s'
+              % (script, queues, ',%s=on' % LOCAL if local else '', extra))
+    dump = env.path('src.pcap')
+    args = ['-netdev', netdev] + nic(queues)
+    if queues == 1:
+        args += ['-object', 'filter-dump,id=f0,netdev=n0,file=%s' % dump]
+    vm = env.vm('src', args)
+    vm.mark = mark
+    vm.dump = dump
+    return vm.start()
+
+
+def dest_cmdline(env, sock, queues=1, netdev_extra=''):
+    dump = env.path('dst.pcap')
+    args = ['-incoming', 'config:local=on', '-incoming', 'unix:' + sock,
+            '-netdev', 'tap,id=n0,queues=%d,%s=on%s' %
+            (queues, LOCAL, netdev_extra)] + nic(queues)
+    if queues == 1:
+        args += ['-object', 'filter-dump,id=f0,netdev=n0,file=%s' % dump]
+    vm = env.vm('dst', args)
+    vm.dump = dump
+    return vm.start()
+
+
+def dest_defer(env, sock, queues=1):
+    vm = env.vm('dst', ['-incoming', 'defer']).start()
+    vm.dump = env.path('dst.pcap')
+    vm.cmd('migrate-set-parameters', local=True)
+    vm.cmd('netdev_add', type='tap', id='n0', queues=queues,
+           **{LOCAL: True})
+    if queues == 1:
+        vm.cmd('object-add', **{'qom-type': 'filter-dump', 'id': 'f0',
+                                'netdev': 'n0', 'file': vm.dump})
+    vm.cmd('device_add', driver='virtio-net-pci', netdev='n0', id='nic0',
+           bus='rp0', **({'mq': True} if queues > 1 else {}))
+    vm.cmd('migrate-incoming', uri='unix:' + sock)
+    return vm
+
+
+def migrate(src, sock, local=True):
+    if local:
+        src.cmd('migrate-set-parameters', local=True)
+    src.cmd('migrate', uri='unix:' + sock)
+    return src.wait_migration_end(timeout=120)
+
+
+def test_migrate(tap, env, order, queues):
+    what = '%s order, %d queue%s' % (order, queues, 's' if queues > 1 else '')
+    sock = env.path('mig.sock')
+    src = source(env, queues)
+    index = ifindex()
+    dst = None
+    with checking(tap, what, src):
+        dst = (dest_cmdline if order == 'command-line' else dest_defer)(
+            env, sock, queues)
+        with checking(tap, what, dst):
+            info = dst.hmp('info network')
+            tap.ok(info.count('waiting for the migration') == queues,
+                   '%s: the destination tap waits for its fds' % what, info)
+            tap.ok(tun_fds(dst) == 0, '%s: the destination opened no tun '
+                   'fd' % what)
+            status = migrate(src, sock)
+            tap.ok(status == 'completed', '%s: migration completed' % what,
+                   status + src.output() + dst.output())
+            dst.wait_for(lambda: dst.cmd('query-status')['status'] ==
+                         'running', 'destination running', timeout=30)
+            tap.ok(tun_fds(dst) == queues, '%s: the destination holds %d '
+                   'tun fds of tap0' % (what, queues),
+                   'holds %d' % tun_fds(dst))
+            info = dst.hmp('info network')
+            tap.ok(info.count('migrated') == queues,
+                   '%s: info network shows the migrated fds' % what, info)
+            src.shutdown()
+            tap.ok(ifindex() == index, '%s: tap0 keeps its ifindex after '
+                   'the source quits' % what)
+            tap.ok(not os.path.exists(src.mark), '%s: the source ran no '
+                   'downscript' % what)
+            if queues == 1:
+                tap.ok(frame_reaches(dst, dst.dump, 'to-dst-%d' % env.n),
+                       '%s: a frame sent on tap0 reaches the destination'
+                       % what)
+            tap.ok(dst.shutdown() == 0, '%s: the destination quits'
+                   % what, dst.output())
+
+
+def test_source_kept(tap, env, how):
+    """A migration that does not complete leaves the source its fds"""
+    what = 'source after %s' % how
+    sock = env.path('mig.sock')
+    src = source(env)
+    with checking(tap, what, src):
+        dst = dest_cmdline(env, sock)
+        with checking(tap, what, dst):
+            src.cmd('migrate-set-parameters', local=True,
+                    **{'max-bandwidth': 1024 * 1024})
+            src.cmd('migrate', uri='unix:' + sock)
+            src.wait_for(lambda: src.migration_status() == 'active',
+                         'migration active', timeout=30)
+            try:
+                src.cmd('migrate-set-parameters', local=False)
+                tap.ok(False, 'local cannot change while the migration '
+                       'runs')
+            except QMPError as e:
+                tap.ok("'local'" in str(e) and 'migration' in str(e),
+                       'local cannot change while the migration runs: %s'
+                       % e)
+            if how == 'cancel':
+                src.cmd('migrate_cancel')
+            else:
+                dst.proc.kill()
+            status = src.wait_migration_end(timeout=60)
+            tap.ok(status == ('cancelled' if how == 'cancel' else 'failed'),
+                   '%s: the source reports %s' % (what, status))
+            src.wait_for(lambda: src.cmd('query-status')['status'] ==
+                         'running', 'source running', timeout=30)
+            tap.ok(tun_fds(src) == 1, '%s: the source keeps its tun fd'
+                   % what)
+            tap.ok(frame_reaches(src, src.dump, 'to-src-%d' % env.n),
+                   '%s: a frame sent on tap0 reaches the source' % what)
+        src.shutdown()
+        tap.ok(os.path.exists(src.mark), '%s: the source runs its '
+               'downscript when it quits' % what)
+
+
+def expect_load_failure(tap, env, what, error, src_args, dst_netdev,
+                        local=True, dst_local=True):
+    """The destination's load fails with @error; with a return path, the
+    source learns it, and its guest runs on with its fds"""
+    sock = env.path('mig.sock')
+    src = source(env, **src_args)
+    queues = src_args.get('queues', 1)
+    with checking(tap, what, src):
+        src.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': 'return-path', 'state': True}])
+        args = ['-global', 'migration.x-return-path=on',
+                '-incoming', 'unix:' + sock, '-netdev', dst_netdev]
+        args += nic(queues)
+        if dst_local:
+            args = ['-incoming', 'config:local=on'] + args
+        dst = env.vm('dst', args)
+        dst.launch()
+        with checking(tap, what, dst):
+            dst.connect()
+            status = migrate(src, sock, local=local)
+            dst.proc.wait(30)
+            out = dst.output()
+            tap.ok(status == 'failed' and dst.proc.returncode == 1 and
+                   error in out, '%s: refused: %s' % (what, error),
+                   'source %s, destination status %s:\n%s'
+                   % (status, dst.proc.returncode, out))
+            src.wait_for(lambda: src.cmd('query-status')['status'] ==
+                         'running', 'source running', timeout=30)
+            tap.ok(tun_fds(src) == queues,
+                   '%s: the source keeps its fds' % what)
+
+
+def test_refused(tap, env):
+    sock = env.path('mig.sock')
+    for opt in ('ifname=tap0', 'fd=3', 'fds=3:4', 'script=/bin/true',
+                'downscript=no', 'helper=/bin/true', 'vnet_hdr=on',
+                'sndbuf=1024'):
+        name = opt.split('=')[0]
+        err = ('%s= cannot be given to a tap that takes its file '
+               'descriptors from a local migration' % name)
+        status, out = run_qemu(env.qemu, [
+            '-nodefaults', '-display', 'none', '-M', 'none',
+            '-incoming', 'config:local=on', '-incoming', 'unix:' + sock,
+            '-netdev', 'tap,id=n0,%s=on,%s' % (LOCAL, opt)])
+        tap.ok(status == 1 and err in out,
+               'command line: %s refused on a waiting tap' % name,
+               'status %d: %s' % (status, out))
+    vm = env.vm('dst', ['-incoming', 'defer']).start()
+    with checking(tap, 'netdev_add', vm):
+        vm.cmd('migrate-set-parameters', local=True)
+        try:
+            vm.cmd('netdev_add', type='tap', id='n0', ifname='tap0',
+                   **{LOCAL: True})
+            tap.ok(False, 'netdev_add: ifname refused on a waiting tap')
+        except QMPError as e:
+            tap.ok('ifname= cannot be given' in str(e),
+                   'netdev_add: ifname refused on a waiting tap: %s' % e)
+        # without the option, a tap opens its device as always
+        vm.cmd('netdev_add', type='tap', id='n1', ifname='tap0',
+               script='no', downscript='no')
+        tap.ok(tun_fds(vm) == 1, 'a tap without %s opens tap0 on a '
+               'destination with local' % LOCAL)
+
+    expect_load_failure(
+        tap, env, 'queue count', "netdev 'n0' has 1 queues, but the source "
+        "has 2", {'queues': 2}, 'tap,id=n0,%s=on' % LOCAL)
+    expect_load_failure(
+        tap, env, 'destination tap of its own', "netdev 'n0' has a tap "
+        "device of its own, but the source passes it its file descriptors",
+        {'queues': 2}, 'tap,id=n0,ifname=tap0,script=no,downscript=no,'
+        'queues=2,%s=on' % LOCAL, dst_local=False)
+    expect_load_failure(
+        tap, env, 'source without local', "netdev 'n0' waits for the file "
+        "descriptors of a local migration, which the source did not send",
+        {}, 'tap,id=n0,%s=on' % LOCAL, local=False)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--in-netns', action='store_true', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    tap = TAP()
+    if not args.in_netns:
+        why = None
+        if os.geteuid() != 0:
+            why = 'needs root'
+        elif not os.path.exists('/dev/net/tun'):
+            why = 'no /dev/net/tun'
+        elif subprocess.call(['unshare', '-n', 'true'],
+                             stderr=subprocess.DEVNULL) != 0:
+            why = 'cannot create a network namespace (unshare -n)'
+        if why:
+            tap.skip('local migration of tap netdevs', why)
+            return tap.done()
+        os.execvp('unshare', ['unshare', '-n', '--', sys.executable,
+                              os.path.abspath(__file__), '--in-netns',
+                              '--qemu', args.qemu])
+    try:
+        sh('ip link set lo up')
+        make_tap()
+    except subprocess.CalledProcessError as e:
+        tap.skip('local migration of tap netdevs',
+                 'cannot create a tap device: %s' % e)
+        return tap.done()
+    env = Env(os.path.abspath(args.qemu))
+    tests = [(test_migrate, order, queues)
+             for order in ('command-line', 'defer') for queues in (1, 2)]
+    tests += [(test_source_kept, 'cancel'),
+              (test_source_kept, 'a dead destination'),
+              (test_refused,)]
+    for test, *targs in tests:
+        try:
+            test(tap, env, *targs)
+        except (QMPError, RuntimeError, TimeoutError, OSError,
+                subprocess.SubprocessError) as e:
+            tap.ok(False, '%s%r: %r' % (test.__name__, tuple(targs), e))
+    return tap.done()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
