@@ -27,8 +27,10 @@ stops forwarding one channel, right after its handshake (the sync that
 ends the RAM setup section, which loads with the BQL) or 4 MiB in (a
 sync of the RAM rounds).  The load thread of the destination waits in
 the multifd sync (the trace event multifd_recv_sync_main_wait says it
-got there); the destination must answer QMP within 100 ms, and quit
-must end it within 5 s.  With the channel closed cleanly by the proxy
+got there; in a few runs the source blocks on the stalled channel
+before it sends the sync, and the load waits on the main channel
+instead: most runs must be in the sync); in every run the destination
+must answer QMP within 100 ms, and quit must end it within 5 s.  With the channel closed cleanly by the proxy
 instead (a source that cancelled), the destination must fail the
 migration by itself within 5 s.
 
@@ -459,9 +461,16 @@ def check_multifd_once(tap, qemu, reps, after, where, end):
                 else:
                     in_sync += 1
                 continue
-            dst.wait_for(lambda: 'sync_main_wait' in last_sync_event(trace),
-                         'the multifd sync', timeout=10)
-            in_sync += 1
+            # The source may block on the stalled channel before it sends
+            # the sync (its own sync waits for every channel): then the
+            # load waits on the main channel, which must end as well
+            try:
+                dst.wait_for(lambda: 'sync_main_wait' in
+                             last_sync_event(trace),
+                             'the multifd sync', timeout=10)
+                in_sync += 1
+            except TimeoutError:
+                pass
             time.sleep(0.3)
             dst.qmp.sock.settimeout(2.0)
             lat = worst_latency(lambda: dst.cmd('query-status'), 5)
@@ -481,7 +490,8 @@ def check_multifd_once(tap, qemu, reps, after, where, end):
                 bad.append(dst.output()[-500:])
         except (QMPError, RuntimeError, TimeoutError, OSError) as e:
             bad.append('rep %d: %r' % (rep, e))
-            bad.append(dst.output()[-500:])
+            bad.append('destination: ' + dst.output()[-500:])
+            bad.append('source: ' + src.output()[-500:])
         finally:
             end_all([src, dst], proxy)
     if end:
@@ -489,7 +499,8 @@ def check_multifd_once(tap, qemu, reps, after, where, end):
                'a multifd channel closed cleanly in %s: the load failed '
                'after %.2f s at worst' % (where, worst), '\n'.join(bad))
         return
-    tap.ok(not bad and in_sync == reps,
+    # Most runs must have been in the sync, all must have quit
+    tap.ok(not bad and 2 * in_sync > reps,
            'quit while the load waits in the multifd sync of %s (%d of %d '
            'runs were in it): exit after %.2f s at worst'
            % (where, in_sync, reps, worst), '\n'.join(bad))

@@ -7,13 +7,15 @@ its own with a multi_queue tap0.  TAP output.
 - command-line order (-incoming config:local=on plus -netdev) and
   upstream's order (-incoming defer, migrate-set-parameters local,
   netdev_add, device_add): the destination holds one tun fd of tap0 per
-  queue, tap0 keeps its ifindex after the source quits, a frame sent on
+  queue, the source none once the migration has completed, tap0 keeps
+  its ifindex after the source quits, a frame sent on
   tap0 reaches the destination's netdev (filter-dump), the source runs
   no downscript;
 - cancel and a destination that dies: the source keeps its fds, and a
   frame sent on tap0 reaches its netdev;
 - refused: tap options that open the device on a waiting destination
-  (QMP and command line), local changed while the migration runs,
+  (QMP and command line), local changed and a tap with the option added
+  while the migration runs,
   mismatched queue counts, a destination tap with a device of its own, a
   source that does not pass its fds.
 
@@ -163,6 +165,8 @@ def dest_defer(env, sock, queues=1):
 
 
 def migrate(src, sock, local=True):
+    src.cmd('migrate-set-capabilities', capabilities=[
+        {'capability': 'return-path', 'state': True}])
     if local:
         src.cmd('migrate-set-parameters', local=True)
     src.cmd('migrate', uri='unix:' + sock)
@@ -195,6 +199,8 @@ def test_migrate(tap, env, order, queues):
             info = dst.hmp('info network')
             tap.ok(info.count('migrated') == queues,
                    '%s: info network shows the migrated fds' % what, info)
+            tap.ok(tun_fds(src) == 0, '%s: the source closed its fds'
+                   % what, 'holds %d' % tun_fds(src))
             src.shutdown()
             tap.ok(ifindex() == index, '%s: tap0 keeps its ifindex after '
                    'the source quits' % what)
@@ -216,6 +222,8 @@ def test_source_kept(tap, env, how):
     with checking(tap, what, src):
         dst = dest_cmdline(env, sock)
         with checking(tap, what, dst):
+            src.cmd('migrate-set-capabilities', capabilities=[
+                {'capability': 'return-path', 'state': True}])
             src.cmd('migrate-set-parameters', local=True,
                     **{'max-bandwidth': 1024 * 1024})
             src.cmd('migrate', uri='unix:' + sock)
@@ -229,6 +237,15 @@ def test_source_kept(tap, env, how):
                 tap.ok("'local'" in str(e) and 'migration' in str(e),
                        'local cannot change while the migration runs: %s'
                        % e)
+            try:
+                src.cmd('netdev_add', type='tap', id='n9',
+                        **{LOCAL: True})
+                tap.ok(False, 'no tap with %s added while the migration '
+                       'runs' % LOCAL)
+            except QMPError as e:
+                tap.ok('cannot be created while a migration runs' in str(e),
+                       'no tap with %s added while the migration runs: %s'
+                       % (LOCAL, e))
             if how == 'cancel':
                 src.cmd('migrate_cancel')
             else:
@@ -249,16 +266,13 @@ def test_source_kept(tap, env, how):
 
 def expect_load_failure(tap, env, what, error, src_args, dst_netdev,
                         local=True, dst_local=True):
-    """The destination's load fails with @error; with a return path, the
-    source learns it, and its guest runs on with its fds"""
+    """The destination's load fails with @error; the source learns it by
+    the return path, and its guest runs on with its fds"""
     sock = env.path('mig.sock')
     src = source(env, **src_args)
     queues = src_args.get('queues', 1)
     with checking(tap, what, src):
-        src.cmd('migrate-set-capabilities', capabilities=[
-            {'capability': 'return-path', 'state': True}])
-        args = ['-global', 'migration.x-return-path=on',
-                '-incoming', 'unix:' + sock, '-netdev', dst_netdev]
+        args = ['-incoming', 'unix:' + sock, '-netdev', dst_netdev]
         args += nic(queues)
         if dst_local:
             args = ['-incoming', 'config:local=on'] + args
