@@ -181,6 +181,15 @@ def quick(top, build, stock):
                     '--qemu', os.path.join(build, 'qemu-system-x86_64')],
             'timeout': 600,
         })
+        # a real guest pinged through tap0 during a local and a plain
+        # migration (Debian's kernel, downloaded once and cached)
+        suites.append({
+            'name': 'project/local-tap-guest',
+            'cmd': ['python3', os.path.join(top, 'tests',
+                                            'local_tap_guest.py'),
+                    '--qemu', os.path.join(build, 'qemu-system-x86_64')],
+            'timeout': 900,
+        })
     suites.append({
         'name': 'project/smoke',
         'cmd': ['python3', os.path.join(top, 'tests', 'smoke.py'),
