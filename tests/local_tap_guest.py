@@ -6,7 +6,11 @@ in a network namespace of its own.  The host pings the guest's
 virtio-net NIC through tap0 every 10 ms while the guest migrates, and
 counts the lost replies:
 
-- local: the destination takes tap0's fd (-incoming config:local=on);
+- local: the destination takes tap0's fd (-incoming config:local=on
+  and -netdev on its command line);
+- local-defer: the same in upstream's order (-incoming defer,
+  migrate-set-parameters local, netdev_add, device_add,
+  migrate-incoming);
 - plain: tap0 and tap1 are ports of a bridge br0 that has the host's
   address, the source uses tap0 and the destination opens tap1 (QEMU's
   self-announce moves the guest's MAC to the new port).
@@ -157,19 +161,25 @@ def run(qemu, mode, tmp, guest_args):
     figures, or raises"""
     sock = os.path.join(tmp, mode + '.sock')
     serial = os.path.join(tmp, mode + '-src.serial')
-    nic = ['-device', 'virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56']
+    port = ['-device', 'pcie-root-port,id=rp0,chassis=1']
+    nic = port + ['-device', 'virtio-net-pci,netdev=n0,bus=rp0,'
+                  'mac=52:54:00:12:34:56']
     src_tap = 'tap,id=n0,ifname=tap0,script=no,downscript=no'
     if mode == 'local':
         src_tap += ',%s=on' % LOCAL
         dst_args = ['-incoming', 'config:local=on', '-incoming',
                     'unix:' + sock, '-netdev', 'tap,id=n0,%s=on' % LOCAL]
+    elif mode == 'local-defer':
+        src_tap += ',%s=on' % LOCAL
+        dst_args = ['-incoming', 'defer']
     else:
         dst_args = ['-incoming', 'unix:' + sock, '-netdev',
                     'tap,id=n0,ifname=tap1,script=no,downscript=no']
     src = VM(qemu, guest_args + ['-serial', 'file:' + serial, '-netdev',
                                  src_tap] + nic, name=mode + '-src',
              tmpdir=tmp)
-    dst = VM(qemu, guest_args + ['-serial', 'null'] + dst_args + nic,
+    dst = VM(qemu, guest_args + ['-serial', 'null'] + dst_args +
+             (port if mode == 'local-defer' else nic),
              name=mode + '-dst', tmpdir=tmp)
     try:
         src.start()
@@ -179,9 +189,15 @@ def run(qemu, mode, tmp, guest_args):
         if not answers(GUEST):
             raise RuntimeError('the guest does not answer before migrating')
         dst.start()
+        if mode == 'local-defer':
+            dst.cmd('migrate-set-parameters', local=True)
+            dst.cmd('netdev_add', type='tap', id='n0', **{LOCAL: True})
+            dst.cmd('device_add', driver='virtio-net-pci', netdev='n0',
+                    bus='rp0', mac='52:54:00:12:34:56')
+            dst.cmd('migrate-incoming', uri='unix:' + sock)
         src.cmd('migrate-set-capabilities', capabilities=[
             {'capability': 'return-path', 'state': True}])
-        if mode == 'local':
+        if mode != 'plain':
             src.cmd('migrate-set-parameters', local=True)
         pinger = Pinger(GUEST).start()
         time.sleep(1.0)
@@ -251,7 +267,7 @@ def main():
     results = []
     tmp = tempfile.mkdtemp(prefix='local-tap-guest-')
     for rep in range(args.reps):
-        for mode in ('local', 'plain'):
+        for mode in ('local', 'local-defer', 'plain'):
             name = '%s migration %d' % (mode, rep + 1)
             try:
                 r = run(os.path.abspath(args.qemu), mode, tmp, guest_args)
