@@ -7,6 +7,7 @@ and a lean QMP client whose fast path sends pre-encoded commands, so
 that a round trip measures QEMU rather than the client.
 """
 
+import argparse
 import json
 import os
 import platform
@@ -133,6 +134,17 @@ def write_report(text, out):
         os.makedirs(d, exist_ok=True)
         with open(out, 'w') as f:
             f.write(text)
+
+
+def arg_parser(reps):
+    """The options of a benchmark of the series against stock: --series,
+    --stock, --reps (default @reps), --out"""
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--series', required=True)
+    ap.add_argument('--stock', required=True)
+    ap.add_argument('--reps', type=int, default=reps)
+    ap.add_argument('--out')
+    return ap
 
 
 def exit_on_sigterm():

@@ -19,7 +19,6 @@ repetitions, variants in rotation).  Nothing asserts a time.
 usage: local_tap.py --series BIN --stock BIN [--reps N] [--out FILE.md]
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -31,31 +30,29 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
 import benchlib as bl           # noqa: E402
 import guestlib                 # noqa: E402
 import local_tap_guest as ltg   # noqa: E402
+from qemu_vm import exec_in_netns  # noqa: E402
 
 VARIANTS = [('series', 'local'), ('series', 'plain'), ('stock', 'plain')]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--series', required=True)
-    ap.add_argument('--stock', required=True)
-    ap.add_argument('--reps', type=int, default=5)
-    ap.add_argument('--out')
-    ap.add_argument('--in-netns', action='store_true', help=argparse.SUPPRESS)
+    ap = bl.arg_parser(5)
+    ap.add_argument('--in-netns', action='store_true', help=bl.argparse.SUPPRESS)
     args = ap.parse_args()
     if not args.in_netns:
         if os.geteuid() != 0 or not os.path.exists('/dev/net/tun'):
             bl.die('needs root and /dev/net/tun')
         guestlib.guest_files()
-        argv = [sys.executable, os.path.abspath(__file__), '--in-netns',
+        argv = [os.path.abspath(__file__), '--in-netns',
                 '--series', os.path.abspath(args.series),
                 '--stock', os.path.abspath(args.stock),
                 '--reps', str(args.reps)]
         if args.out:
             argv += ['--out', os.path.abspath(args.out)]
-        os.execvp('unshare', ['unshare', '-n', '--'] + argv)
+        exec_in_netns(argv)
     bl.exit_on_sigterm()
-    acc = bl.accel()
+    # tests/qemu_vm.py starts every QEMU with -accel tcg
+    acc = 'tcg'
     kernel, initrd = guestlib.guest_files()
     guest_args = guestlib.guest_args(kernel, initrd)
     ltg.sh('ip link set lo up; ip link add br0 type bridge; '

@@ -33,7 +33,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qemu_vm import VM, QMPError, TAP, checking, run_qemu  # noqa: E402
+from qemu_vm import (VM, QMPError, TAP, checking, exec_in_netns,  # noqa: E402
+                     netns_unavailable, run_qemu)
 
 LOCAL = 'x-local-migration-supported'
 ETH_TYPE = 0x88b5  # local experimental
@@ -345,20 +346,12 @@ def main():
     args = ap.parse_args()
     tap = TAP()
     if not args.in_netns:
-        why = None
-        if os.geteuid() != 0:
-            why = 'needs root'
-        elif not os.path.exists('/dev/net/tun'):
-            why = 'no /dev/net/tun'
-        elif subprocess.call(['unshare', '-n', 'true'],
-                             stderr=subprocess.DEVNULL) != 0:
-            why = 'cannot create a network namespace (unshare -n)'
+        why = netns_unavailable()
         if why:
             tap.skip('local migration of tap netdevs', why)
             return tap.done()
-        os.execvp('unshare', ['unshare', '-n', '--', sys.executable,
-                              os.path.abspath(__file__), '--in-netns',
-                              '--qemu', args.qemu])
+        exec_in_netns([os.path.abspath(__file__), '--in-netns',
+                       '--qemu', args.qemu])
     try:
         sh('ip link set lo up')
         make_tap()

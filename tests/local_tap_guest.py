@@ -37,7 +37,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guestlib  # noqa: E402
-from qemu_vm import VM, QMPError, TAP  # noqa: E402
+from qemu_vm import (VM, QMPError, TAP, exec_in_netns,  # noqa: E402
+                     netns_unavailable)
 
 GUEST = '10.0.0.2'
 LOCAL = 'x-local-migration-supported'
@@ -235,14 +236,7 @@ def main():
     tap = TAP()
     what = 'local migration with a guest'
     if not args.in_netns:
-        why = None
-        if os.geteuid() != 0:
-            why = 'needs root'
-        elif not os.path.exists('/dev/net/tun'):
-            why = 'no /dev/net/tun'
-        elif subprocess.call(['unshare', '-n', 'true'],
-                             stderr=subprocess.DEVNULL) != 0:
-            why = 'cannot create a network namespace (unshare -n)'
+        why = netns_unavailable()
         if why:
             tap.skip(what, why)
             return tap.done()
@@ -251,12 +245,12 @@ def main():
         except guestlib.GuestUnavailable as e:
             tap.skip(what, str(e))
             return tap.done()
-        argv = [sys.executable, os.path.abspath(__file__), '--in-netns',
+        argv = [os.path.abspath(__file__), '--in-netns',
                 '--qemu', args.qemu, '--reps', str(args.reps),
                 '--slack-ms', str(args.slack_ms)]
         if args.json:
             argv += ['--json', os.path.abspath(args.json)]
-        os.execvp('unshare', ['unshare', '-n', '--'] + argv)
+        exec_in_netns(argv)
     kernel, initrd = guestlib.guest_files()
     guest_args = guestlib.guest_args(kernel, initrd)
     sh('ip link set lo up; ip link add br0 type bridge; '

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -191,6 +192,25 @@ class VM:
         self.shutdown()
         if self.own_tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def netns_unavailable():
+    """Why a test cannot run as root in a network namespace of its own
+    with a tap device, or None"""
+    if os.geteuid() != 0:
+        return 'needs root'
+    if not os.path.exists('/dev/net/tun'):
+        return 'no /dev/net/tun'
+    if subprocess.call(['unshare', '-n', 'true'],
+                       stderr=subprocess.DEVNULL) != 0:
+        return 'cannot create a network namespace (unshare -n)'
+    return None
+
+
+def exec_in_netns(argv):
+    """Run @argv (a Python script and its arguments) again, in a new
+    network namespace: does not return"""
+    os.execvp('unshare', ['unshare', '-n', '--', sys.executable] + argv)
 
 
 def run_qemu(binary, args, timeout=60.0):
