@@ -12,6 +12,7 @@ the reason.
 """
 
 import glob
+import hashlib
 import gzip
 import io
 import os
@@ -36,6 +37,7 @@ for m in %s; do /bin/busybox insmod /lib/$m; done
 /bin/busybox ip link set lo up
 /bin/busybox ip link set eth0 up
 /bin/busybox ip addr add %%s dev eth0
+echo QUEUES $(/bin/busybox ls /sys/class/net/eth0/queues) > /dev/ttyS0
 echo GUEST-READY > /dev/ttyS0
 while true; do /bin/busybox sleep 3600; done
 ''' % ' '.join(os.path.basename(m) for m in MODULES)
@@ -84,7 +86,9 @@ def _kernel_package():
 
 def guest_files(address='10.0.0.2/24'):
     d = cache_dir()
-    key = address.replace('/', '_')
+    # the initramfs is built again when its init changes
+    key = '%s-%s' % (address.replace('/', '_'),
+                     hashlib.sha256(INIT.encode()).hexdigest()[:12])
     kernel = os.path.join(d, 'vmlinuz')
     initrd = os.path.join(d, 'initrd-%s.gz' % key)
     if os.path.exists(kernel) and os.path.exists(initrd):

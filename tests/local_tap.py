@@ -14,8 +14,8 @@ its own with a multi_queue tap0.  TAP output.
 - cancel and a destination that dies: the source keeps its fds, and a
   frame sent on tap0 reaches its netdev;
 - refused: tap options that open the device on a waiting destination
-  (QMP and command line), local changed and a tap with the option added
-  while the migration runs,
+  (QMP and command line), local changed, a tap with the option added
+  and netdev_del of one while the migration runs or loads,
   mismatched queue counts, a destination tap with a device of its own, a
   source that does not pass its fds.
 
@@ -247,6 +247,19 @@ def test_source_kept(tap, env, how):
                 tap.ok('cannot be created while a migration runs' in str(e),
                        'no tap with %s added while the migration runs: %s'
                        % (LOCAL, e))
+            for vm, side, err in (
+                    (src, 'source', 'not allowed while migrating'),
+                    (dst, 'destination', 'not allowed while an incoming '
+                     'migration loads')):
+                try:
+                    vm.cmd('netdev_del', id='n0')
+                    tap.ok(False, 'netdev_del refused on the %s while the '
+                           'migration runs' % side)
+                except QMPError as e:
+                    tap.ok("netdev_del of 'n0' %s: it has %s"
+                           % (err, LOCAL) in str(e),
+                           'netdev_del refused on the %s while the '
+                           'migration runs: %s' % (side, e))
             if how == 'cancel':
                 src.cmd('migrate_cancel')
             else:
@@ -260,6 +273,17 @@ def test_source_kept(tap, env, how):
                    % what)
             tap.ok(frame_reaches(src, src.dump, 'to-src-%d' % env.n),
                    '%s: a frame sent on tap0 reaches the source' % what)
+            if how == 'cancel':
+                src.cmd('object-del', id='f0')
+                src.cmd('netdev_del', id='n0')
+                try:
+                    src.cmd('netdev_del', id='n0')
+                    gone = ''
+                except QMPError as e:
+                    gone = str(e)
+                tap.ok("Device 'n0' not found" in gone, '%s: netdev_del '
+                       'works again once the migration has ended' % what,
+                       gone)
         src.shutdown()
         tap.ok(os.path.exists(src.mark), '%s: the source runs its '
                'downscript when it quits' % what)

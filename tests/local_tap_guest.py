@@ -11,6 +11,9 @@ counts the lost replies:
 - local-defer: the same in upstream's order (-incoming defer,
   migrate-set-parameters local, netdev_add, device_add,
   migrate-incoming);
+- local-mq: as local, with a multi_queue tap2 in two queues, a
+  virtio-net NIC with mq=on and a guest with two CPUs, which uses both
+  queue pairs;
 - plain: tap0 and tap1 are ports of a bridge br0 that has the host's
   address, the source uses tap0 and the destination opens tap1 (QEMU's
   self-announce moves the guest's MAC to the new port).
@@ -163,13 +166,18 @@ def run(qemu, mode, tmp, guest_args):
     sock = os.path.join(tmp, mode + '.sock')
     serial = os.path.join(tmp, mode + '-src.serial')
     port = ['-device', 'pcie-root-port,id=rp0,chassis=1']
+    mq = mode == 'local-mq'
     nic = port + ['-device', 'virtio-net-pci,netdev=n0,bus=rp0,'
-                  'mac=52:54:00:12:34:56']
+                  'mac=52:54:00:12:34:56%s' % (',mq=on' if mq else '')]
     src_tap = 'tap,id=n0,ifname=tap0,script=no,downscript=no'
-    if mode == 'local':
+    if mq:
+        guest_args = guest_args + ['-smp', '2']
+        src_tap = 'tap,id=n0,ifname=tap2,script=no,downscript=no,queues=2'
+    if mode in ('local', 'local-mq'):
         src_tap += ',%s=on' % LOCAL
         dst_args = ['-incoming', 'config:local=on', '-incoming',
-                    'unix:' + sock, '-netdev', 'tap,id=n0,%s=on' % LOCAL]
+                    'unix:' + sock, '-netdev', 'tap,id=n0,%s=on%s'
+                    % (LOCAL, ',queues=2' if mq else '')]
     elif mode == 'local-defer':
         src_tap += ',%s=on' % LOCAL
         dst_args = ['-incoming', 'defer']
@@ -189,6 +197,9 @@ def run(qemu, mode, tmp, guest_args):
                                % open(serial, errors='replace').read()[-500:])
         if not answers(GUEST):
             raise RuntimeError('the guest does not answer before migrating')
+        queues = open(serial, errors='replace').read().count('rx-')
+        if queues != (2 if mq else 1):
+            raise RuntimeError('the guest has %d rx queues' % queues)
         dst.start()
         if mode == 'local-defer':
             dst.cmd('migrate-set-parameters', local=True)
@@ -219,7 +230,7 @@ def run(qemu, mode, tmp, guest_args):
                 'total_ms': info.get('total-time'), 'sent': sent,
                 'lost': lost, 'lost_ms': lost * pinger.interval * 1e3,
                 'gap_ms': gap * 1e3, 'dst_status': dst_status,
-                'answers_after': after}
+                'answers_after': after, 'queues': queues}
     finally:
         src.cleanup()
         dst.cleanup()
@@ -231,6 +242,9 @@ def main():
     ap.add_argument('--reps', type=int, default=1)
     ap.add_argument('--slack-ms', type=float, default=1500.0)
     ap.add_argument('--json')
+    ap.add_argument('--modes', default='local,local-defer,plain,local-mq',
+                    help='comma-separated, of local, local-defer, plain '
+                    'and local-mq (default: all)')
     ap.add_argument('--in-netns', action='store_true', help=argparse.SUPPRESS)
     args = ap.parse_args()
     tap = TAP()
@@ -247,7 +261,7 @@ def main():
             return tap.done()
         argv = [os.path.abspath(__file__), '--in-netns',
                 '--qemu', args.qemu, '--reps', str(args.reps),
-                '--slack-ms', str(args.slack_ms)]
+                '--slack-ms', str(args.slack_ms), '--modes', args.modes]
         if args.json:
             argv += ['--json', os.path.abspath(args.json)]
         exec_in_netns(argv)
@@ -256,12 +270,14 @@ def main():
     sh('ip link set lo up; ip link add br0 type bridge; '
        'ip link set br0 type bridge forward_delay 0; '
        'ip addr add 10.0.0.1/24 dev br0; ip link set br0 up; '
-       'for t in tap0 tap1; do ip tuntap add dev $t mode tap; '
-       'ip link set $t master br0; ip link set $t up; done')
+       'ip tuntap add dev tap2 mode tap multi_queue; '
+       'for t in tap0 tap1; do ip tuntap add dev $t mode tap; done; '
+       'for t in tap0 tap1 tap2; do ip link set $t master br0; '
+       'ip link set $t up; done')
     results = []
     tmp = tempfile.mkdtemp(prefix='local-tap-guest-')
     for rep in range(args.reps):
-        for mode in ('local', 'local-defer', 'plain'):
+        for mode in args.modes.split(','):
             name = '%s migration %d' % (mode, rep + 1)
             try:
                 r = run(os.path.abspath(args.qemu), mode, tmp, guest_args)
