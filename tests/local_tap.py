@@ -117,7 +117,7 @@ def nic(queues):
             (',mq=on' if queues > 1 else '')]
 
 
-def source(env, queues=1, local=True, extra=''):
+def source(env, queues=1, local=True, extra='', more=()):
     """A source with a new tap0 in @queues queues; a downscript that
     leaves a mark if it runs"""
     make_tap(queues)
@@ -129,7 +129,7 @@ def source(env, queues=1, local=True, extra=''):
     netdev = ('tap,id=n0,ifname=tap0,script=no,downscript=%s,queues=%d%s%s'
               % (script, queues, ',%s=on' % LOCAL if local else '', extra))
     dump = env.path('src.pcap')
-    args = ['-netdev', netdev] + nic(queues)
+    args = ['-netdev', netdev] + nic(queues) + list(more)
     if queues == 1:
         args += ['-object', 'filter-dump,id=f0,netdev=n0,file=%s' % dump]
     vm = env.vm('src', args)
@@ -294,6 +294,32 @@ def test_source_kept(tap, env, how):
                'downscript when it quits' % what)
 
 
+def test_quit_while_migrating(tap, env):
+    """A source quits while its local migration runs: the taps go while
+    the migration thread may still walk their sections (one tap with a
+    NIC, one without)"""
+    what = 'quit while migrating'
+    sock = env.path('mig.sock')
+    sh('ip link del tap8 2>/dev/null || true; ip tuntap add dev tap8 '
+       'mode tap')
+    src = source(env, more=['-netdev', 'tap,id=n8,ifname=tap8,script=no,'
+                            'downscript=no,%s=on' % LOCAL])
+    with checking(tap, what, src):
+        dst = dest_cmdline(env, sock)
+        with checking(tap, what, dst):
+            src.cmd('migrate-set-capabilities', capabilities=[
+                {'capability': 'return-path', 'state': True}])
+            src.cmd('migrate-set-parameters', local=True,
+                    **{'max-bandwidth': 1024 * 1024})
+            src.cmd('migrate', uri='unix:' + sock)
+            src.wait_for(lambda: src.migration_status() == 'active',
+                         'migration active', timeout=30)
+            rc = src.shutdown()
+            tap.ok(rc == 0, '%s: the source exits with status 0' % what,
+                   'status %s: %s' % (rc, src.output()))
+            dst.shutdown()
+
+
 def expect_load_failure(tap, env, what, error, src_args, dst_netdev,
                         local=True, dst_local=True):
     """The destination's load fails with @error; the source learns it by
@@ -393,6 +419,7 @@ def main():
              for order in ('command-line', 'defer') for queues in (1, 2)]
     tests += [(test_source_kept, 'cancel'),
               (test_source_kept, 'a dead destination'),
+              (test_quit_while_migrating,),
               (test_refused,)]
     for test, *targs in tests:
         try:
