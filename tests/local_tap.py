@@ -174,6 +174,25 @@ def migrate(src, sock, local=True):
     return src.wait_migration_end(timeout=120)
 
 
+def again(tap, env, src, what):
+    """A second local migration of a source that handed its tap over"""
+    path = env.path('again.sock')
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    try:
+        src.cmd('cont')     # stock refuses to migrate a postmigrate VM
+        src.cmd('migrate', uri='unix:' + path)
+        status = src.wait_migration_end(timeout=60)
+        err = src.cmd('query-migrate').get('error-desc', '')
+        tap.ok(status == 'failed' and "netdev 'n0' handed its tap device "
+               "over to the destination of an earlier migration" in err,
+               '%s: a second local migration is refused: %s' % (what, err),
+               status)
+    finally:
+        srv.close()
+
+
 def test_migrate(tap, env, order, queues):
     what = '%s order, %d queue%s' % (order, queues, 's' if queues > 1 else '')
     sock = env.path('mig.sock')
@@ -202,6 +221,8 @@ def test_migrate(tap, env, order, queues):
                    '%s: info network shows the migrated fds' % what, info)
             tap.ok(tun_fds(src) == 0, '%s: the source closed its fds'
                    % what, 'holds %d' % tun_fds(src))
+            if order == 'command-line' and queues == 1:
+                again(tap, env, src, what)
             src.shutdown()
             tap.ok(ifindex() == index, '%s: tap0 keeps its ifindex after '
                    'the source quits' % what)
