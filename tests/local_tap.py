@@ -236,6 +236,17 @@ def test_migrate(tap, env, order, queues):
                    % what, dst.output())
 
 
+def start_slow_migration(src, sock):
+    """A local migration at 1 MiB/s, so that it stays active"""
+    src.cmd('migrate-set-capabilities', capabilities=[
+        {'capability': 'return-path', 'state': True}])
+    src.cmd('migrate-set-parameters', local=True,
+            **{'max-bandwidth': 1024 * 1024})
+    src.cmd('migrate', uri='unix:' + sock)
+    src.wait_for(lambda: src.migration_status() == 'active',
+                 'migration active', timeout=30)
+
+
 def test_source_kept(tap, env, how):
     """A migration that does not complete leaves the source its fds"""
     what = 'source after %s' % how
@@ -244,13 +255,7 @@ def test_source_kept(tap, env, how):
     with checking(tap, what, src):
         dst = dest_cmdline(env, sock)
         with checking(tap, what, dst):
-            src.cmd('migrate-set-capabilities', capabilities=[
-                {'capability': 'return-path', 'state': True}])
-            src.cmd('migrate-set-parameters', local=True,
-                    **{'max-bandwidth': 1024 * 1024})
-            src.cmd('migrate', uri='unix:' + sock)
-            src.wait_for(lambda: src.migration_status() == 'active',
-                         'migration active', timeout=30)
+            start_slow_migration(src, sock)
             try:
                 src.cmd('migrate-set-parameters', local=False)
                 tap.ok(False, 'local cannot change while the migration '
@@ -328,13 +333,7 @@ def test_quit_while_migrating(tap, env):
     with checking(tap, what, src):
         dst = dest_cmdline(env, sock)
         with checking(tap, what, dst):
-            src.cmd('migrate-set-capabilities', capabilities=[
-                {'capability': 'return-path', 'state': True}])
-            src.cmd('migrate-set-parameters', local=True,
-                    **{'max-bandwidth': 1024 * 1024})
-            src.cmd('migrate', uri='unix:' + sock)
-            src.wait_for(lambda: src.migration_status() == 'active',
-                         'migration active', timeout=30)
+            start_slow_migration(src, sock)
             rc = src.shutdown()
             tap.ok(rc == 0, '%s: the source exits with status 0' % what,
                    'status %s: %s' % (rc, src.output()))
