@@ -310,11 +310,16 @@ def test_source_kept(tap, env, how):
                 src.cmd('netdev_add', type='tap', id='n9', ifname='tap9',
                         script='no', downscript='no', **{LOCAL: True})
                 src.cmd('netdev_del', id='n9')
+                tap.ok(os.path.exists('/proc/%d/fd/0' % src.proc.pid),
+                       '%s: netdev_del closes nothing but the tap\'s fds '
+                       '(fd 0 stays open)' % what)
                 src.cmd('netdev_add', type='tap', id='n9', ifname='tap9',
                         script='no', downscript='no', **{LOCAL: True})
-                tap.ok(tun_fds(src) == 1, '%s: a tap with %s and no NIC '
-                       'is created, deleted and created again once the '
-                       'migration has ended' % (what, LOCAL))
+                info = src.hmp('info network')
+                tap.ok('n9:' in info and tun_fds(src) == 1,
+                       '%s: a tap with %s and no NIC is created, deleted '
+                       'and created again once the migration has ended'
+                       % (what, LOCAL), info)
         src.shutdown()
         tap.ok(os.path.exists(src.mark), '%s: the source runs its '
                'downscript when it quits' % what)
