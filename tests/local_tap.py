@@ -13,11 +13,15 @@ its own with a multi_queue tap0.  TAP output.
   no downscript;
 - cancel and a destination that dies: the source keeps its fds, and a
   frame sent on tap0 reaches its netdev;
+- a destination with exit-on-error=false whose load fails after its
+  tap loaded the fds closes them, and leaves the source's queues
+  attached, also after a system_reset;
 - refused: tap options that open the device on a waiting destination
   (QMP and command line), local changed, a tap with the option added
   and netdev_del of one while the migration runs or loads,
   mismatched queue counts, a destination tap with a device of its own, a
-  source that does not pass its fds.
+  source that does not pass its fds (behind virtio-net and e1000e),
+  vnet_hdr=off, and rss or hash on a NIC of a tap with the option.
 
 Needs root, /dev/net/tun and unshare -n: skipped, with the reason, if
 any is missing.  Re-runs itself in a new network namespace.
@@ -34,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qemu_vm import (VM, QMPError, TAP, checking, exec_in_netns,  # noqa: E402
-                     netns_unavailable, run_qemu)
+                     netns_unavailable, run_qemu, tap_attached_queues)
 
 LOCAL = 'x-local-migration-supported'
 ETH_TYPE = 0x88b5  # local experimental
@@ -66,6 +70,10 @@ def tun_fds(vm):
         except OSError:
             pass
     return n
+
+
+def attached_queues():
+    return tap_attached_queues('tap0')
 
 
 def send_frame(marker):
@@ -112,14 +120,15 @@ class Env:
                   tmpdir=self.tmp)
 
 
-def nic(queues):
-    return ['-device', 'virtio-net-pci,netdev=n0,id=nic0,bus=rp0%s' %
-            (',mq=on' if queues > 1 else '')]
+def nic(queues, model='virtio-net-pci'):
+    return ['-device', '%s,netdev=n0,id=nic0,bus=rp0%s' %
+            (model, ',mq=on' if queues > 1 else '')]
 
 
-def source(env, queues=1, local=True, extra='', more=()):
-    """A source with a new tap0 in @queues queues; a downscript that
-    leaves a mark if it runs"""
+def source(env, queues=1, local=True, extra='', more=(),
+           model='virtio-net-pci'):
+    """A source with a new tap0 in @queues queues, behind a NIC @model; a
+    downscript that leaves a mark if it runs"""
     make_tap(queues)
     mark = env.path('downscript-ran')
     script = env.path('down.sh')
@@ -129,7 +138,7 @@ def source(env, queues=1, local=True, extra='', more=()):
     netdev = ('tap,id=n0,ifname=tap0,script=no,downscript=%s,queues=%d%s%s'
               % (script, queues, ',%s=on' % LOCAL if local else '', extra))
     dump = env.path('src.pcap')
-    args = ['-netdev', netdev] + nic(queues) + list(more)
+    args = ['-netdev', netdev] + nic(queues, model) + list(more)
     if queues == 1:
         args += ['-object', 'filter-dump,id=f0,netdev=n0,file=%s' % dump]
     vm = env.vm('src', args)
@@ -150,7 +159,7 @@ def dest_cmdline(env, sock, queues=1, netdev_extra=''):
     return vm.start()
 
 
-def dest_defer(env, sock, queues=1):
+def dest_defer(env, sock, queues=1, exit_on_error=True):
     vm = env.vm('dst', ['-incoming', 'defer']).start()
     vm.dump = env.path('dst.pcap')
     vm.cmd('migrate-set-parameters', local=True)
@@ -161,7 +170,8 @@ def dest_defer(env, sock, queues=1):
                                 'netdev': 'n0', 'file': vm.dump})
     vm.cmd('device_add', driver='virtio-net-pci', netdev='n0', id='nic0',
            bus='rp0', **({'mq': True} if queues > 1 else {}))
-    vm.cmd('migrate-incoming', uri='unix:' + sock)
+    vm.cmd('migrate-incoming', uri='unix:' + sock,
+           **({} if exit_on_error else {'exit-on-error': False}))
     return vm
 
 
@@ -354,7 +364,7 @@ def expect_load_failure(tap, env, what, error, src_args, dst_netdev,
     queues = src_args.get('queues', 1)
     with checking(tap, what, src):
         args = ['-incoming', 'unix:' + sock, '-netdev', dst_netdev]
-        args += nic(queues)
+        args += nic(queues, src_args.get('model', 'virtio-net-pci'))
         if dst_local:
             args = ['-incoming', 'config:local=on'] + args
         dst = env.vm('dst', args)
@@ -376,9 +386,10 @@ def expect_load_failure(tap, env, what, error, src_args, dst_netdev,
 
 def test_refused(tap, env):
     sock = env.path('mig.sock')
+    make_tap()
     for opt in ('ifname=tap0', 'fd=3', 'fds=3:4', 'script=/bin/true',
-                'downscript=no', 'helper=/bin/true', 'vnet_hdr=on',
-                'sndbuf=1024'):
+                'downscript=no', 'helper=/bin/true', 'br=br0',
+                'vnet_hdr=on', 'sndbuf=1024'):
         name = opt.split('=')[0]
         err = ('%s= cannot be given to a tap that takes its file '
                'descriptors from a local migration' % name)
@@ -417,6 +428,76 @@ def test_refused(tap, env):
         tap, env, 'source without local', "netdev 'n0' waits for the file "
         "descriptors of a local migration, which the source did not send",
         {}, 'tap,id=n0,%s=on' % LOCAL, local=False)
+    # the end of the load finds it, whatever the NIC
+    expect_load_failure(
+        tap, env, 'source without local, e1000e', "netdev 'n0' waits for "
+        "the file descriptors of a local migration, which the source did "
+        "not send", {'model': 'e1000e'}, 'tap,id=n0,%s=on' % LOCAL,
+        local=False)
+
+    # options that the migration of the fds cannot take
+    make_tap()
+    for what, args, err in (
+            ('vnet_hdr=off', ['-netdev', 'tap,id=n0,ifname=tap0,script=no,'
+                              'downscript=no,vnet_hdr=off,%s=on' % LOCAL],
+             'vnet_hdr=off cannot be given with x-local-migration-supported: '
+             "the destination's NIC must know the vnet header before the "
+             'fds come'),
+            ('rss=on', ['-netdev', 'tap,id=n0,ifname=tap0,script=no,'
+                        'downscript=no,%s=on' % LOCAL, '-device',
+                        'virtio-net-pci,netdev=n0,rss=on'],
+             "rss=on or hash=on cannot be used with netdev 'n0' "
+             "(x-local-migration-supported=on)"),
+            ('hash=on on a waiting tap',
+             ['-incoming', 'config:local=on', '-incoming', 'unix:' + sock,
+              '-netdev', 'tap,id=n0,%s=on' % LOCAL, '-device',
+              'virtio-net-pci,netdev=n0,hash=on'],
+             "rss=on or hash=on cannot be used with netdev 'n0' "
+             "(x-local-migration-supported=on)")):
+        status, out = run_qemu(env.qemu, [
+            '-nodefaults', '-display', 'none', '-M', 'q35'] + args)
+        tap.ok(status == 1 and err in out, 'command line: %s refused with '
+               '%s' % (what, LOCAL), 'status %d: %s' % (status, out))
+
+
+def test_failed_destination_stays(tap, env):
+    """A destination that does not exit when its load fails
+    (exit-on-error=false) fails after its tap loaded the fds (the source
+    has a device more): it closes them, and neither its load nor a
+    system_reset changes which queues of the source's tap device are
+    attached (without a guest driver, the NIC uses one queue pair: the
+    guest test local-mq-fail has one that uses two)"""
+    what = 'failed destination with exit-on-error=false'
+    sock = env.path('mig.sock')
+    src = source(env, queues=2, more=['-device', 'virtio-rng-pci'])
+    with checking(tap, what, src):
+        attached = attached_queues()
+        dst = dest_defer(env, sock, queues=2, exit_on_error=False)
+        with checking(tap, what, dst):
+            status = migrate(src, sock)
+            dst.wait_for(lambda: dst.migration_status() == 'failed',
+                         'failed load', timeout=30)
+            err = dst.cmd('query-migrate').get('error-desc', '')
+            tap.ok(status == 'failed' and 'virtio-rng' in err,
+                   '%s: the load fails on the device the destination '
+                   'lacks: %s' % (what, err), status)
+            tap.ok(tun_fds(dst) == 0, '%s: the destination closed the fds '
+                   'it received' % what, 'holds %d' % tun_fds(dst))
+            info = dst.hmp('info network')
+            tap.ok(info.count('migration failed,no fd') == 2,
+                   '%s: info network says so' % what, info)
+            src.wait_for(lambda: src.cmd('query-status')['status'] ==
+                         'running', 'source running', timeout=30)
+            tap.ok(tun_fds(src) == 2 and attached_queues() == attached,
+                   '%s: the source keeps its fds, and %d queue(s) '
+                   'attached' % (what, attached),
+                   'holds %d, attached %d' % (tun_fds(src),
+                                              attached_queues()))
+            dst.cmd('system_reset')
+            time.sleep(0.5)
+            tap.ok(attached_queues() == attached, '%s: and after a '
+                   'system_reset of the destination' % what,
+                   'attached %d' % attached_queues())
 
 
 def main():
@@ -445,6 +526,7 @@ def main():
     tests += [(test_source_kept, 'cancel'),
               (test_source_kept, 'a dead destination'),
               (test_quit_while_migrating,),
+              (test_failed_destination_stays,),
               (test_refused,)]
     for test, *targs in tests:
         try:

@@ -16,7 +16,29 @@ counts the lost replies:
   queue pairs;
 - plain: tap0 and tap1 are ports of a bridge br0 that has the host's
   address, the source uses tap0 and the destination opens tap1 (QEMU's
-  self-announce moves the guest's MAC to the new port).
+  self-announce moves the guest's MAC to the new port);
+- local-vhost, local-defer-vhost, local-mq-vhost: local, local-defer
+  and local-mq with vhost=on on both sides: the destination opens its
+  vhost devices (one per queue pair) when the netdev is created and
+  starts vhost-net on the fds that came; after local-vhost, cont on
+  the source must not reach the tap device through vhost-net;
+- vhost-fail: local with vhost=on to a destination whose netdev has
+  two queues: the load fails after the source stopped its vhost-net
+  and sent the fd, and the source must run on, its vhost-net started
+  again on its own fd;
+- local-mq-fail: local-mq in upstream's order to a destination with
+  exit-on-error=false that lacks a device of the source: its load fails
+  after its tap loaded the fds, it stays, and a system_reset of it must
+  not detach the second queue of tap2, which the source's guest uses.
+
+Where the kernel has no vhost-net (no /dev/vhost-net), the vhost
+modes preload tests/fake_vhost_net.c, built here, into both QEMUs: a
+userspace model of the kernel's device that moves the packets between
+the guest's rings and the tap fd, and logs what QEMU asks of it, so
+the checks also see that the destination opened its vhost device
+before the migration and that vhost-net, not QEMU, carried the pings
+after it.  With the kernel's device, they check that the destination
+holds /dev/vhost-net open.
 
 Checks: the guest answers before and after each migration, replies are
 lost only around the downtime QEMU reports (at most the downtime plus
@@ -30,6 +52,7 @@ run): skipped, with the reason, if any is missing.
 import argparse
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -41,7 +64,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guestlib  # noqa: E402
 from qemu_vm import (VM, QMPError, TAP, exec_in_netns,  # noqa: E402
-                     netns_unavailable)
+                     netns_unavailable, tap_attached_queues)
 
 GUEST = '10.0.0.2'
 LOCAL = 'x-local-migration-supported'
@@ -160,36 +183,165 @@ def answers(addr, timeout=20):
         p.finish()
 
 
+MODES = ('local', 'local-defer', 'plain', 'local-mq', 'local-vhost',
+         'local-defer-vhost', 'local-mq-vhost', 'vhost-fail',
+         'local-mq-fail')
+# the modes whose destination fails, with the error it must report
+FAILS = {'vhost-fail': "netdev 'n0' has 2 queues, but the source has 1",
+         'local-mq-fail': "Unknown section or instance "
+                          "'0000:00:02.0/virtio-rng'"}
+
+
+def vhost_shim(tmp):
+    """The userspace vhost-net for the vhost modes: None where the
+    kernel has one, else the path of the built preload library; raises
+    RuntimeError if it cannot be built"""
+    if os.path.exists('/dev/vhost-net'):
+        return None
+    so = os.path.join(tmp, 'fake_vhost_net.so')
+    if not os.path.exists(so):
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           'fake_vhost_net.c')
+        p = subprocess.run(['gcc', '-shared', '-fPIC', '-O2', '-Wall',
+                            '-o', so, src, '-ldl', '-lpthread'],
+                           capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError('cannot build fake_vhost_net.so: %s'
+                               % p.stderr)
+    return so
+
+
+def vhost_log(path):
+    """The lines of a fake_vhost_net log, without the pid"""
+    try:
+        with open(path) as f:
+            return [line.split(' ', 1)[1].strip() for line in f]
+    except OSError:
+        return []
+
+
+def vhost_packets(lines):
+    """Packets moved per queue (rx, tx) by the devices of a log, as the
+    detach lines count them"""
+    rx = tx = 0
+    for line in lines:
+        words = dict(w.split('=', 1) for w in line.split()[1:] if '=' in w)
+        if line.startswith('detach'):
+            if words['vq'] == '0':
+                rx += int(words['packets'])
+            else:
+                tx += int(words['packets'])
+    return rx, tx
+
+
+def holds_vhost(pid):
+    """Does process @pid hold the kernel's /dev/vhost-net open?"""
+    d = '/proc/%d/fd' % pid
+    try:
+        return any(os.readlink(os.path.join(d, f)) == '/dev/vhost-net'
+                   for f in os.listdir(d))
+    except OSError:
+        return False
+
+
+def check_vhost(r, shim, src_log, dst_log, dst_before, dst_pid_held):
+    """Add to the figures @r what the vhost devices did; the problems
+    found, as a list of strings"""
+    bad = []
+    if shim is None:
+        r['vhost'] = 'kernel'
+        if not dst_pid_held:
+            bad.append('the destination does not hold /dev/vhost-net')
+        return bad
+    r['vhost'] = 'userspace model'
+    src, dst = vhost_log(src_log), vhost_log(dst_log)
+    if r['mode'] == 'vhost-fail':
+        attached = [line for line in src if line.startswith('backend')]
+        # started, then started again on the same fd after the failure
+        if len([a for a in attached if a.startswith('backend vq=0')]) < 2:
+            bad.append('the source did not start vhost-net again: %r'
+                       % src)
+        r['src_rx'], r['src_tx'] = vhost_packets(src)
+        return bad
+    # a vhost device per queue pair
+    if [line.split()[0] for line in dst_before] != ['open'] * r['queues']:
+        bad.append('the destination did not open its vhost devices, '
+                   'and only that, before the migration: %r' % dst_before)
+    for vq in (0, 1):
+        if dst.count('backend vq=%d ifname=%s' % (vq, r['tap'])) != \
+                r['queues']:
+            bad.append('the destination\'s vhost-net did not get %s on '
+                       'vq %d of each queue pair: %r' % (r['tap'], vq, dst))
+    if r['mode'] == 'local-vhost':
+        # after the hand-over (the first detach), cont: vhost-net gets
+        # the /dev/null that holds the number of the fd, not a tap
+        first = next((i for i, line in enumerate(src)
+                      if line.startswith('detach')), len(src))
+        after = src[first:]
+        if not r['answers_after_cont'] or \
+                any(line.startswith('backend') for line in after) or \
+                not any(line.startswith('refused backend') for line in after):
+            bad.append('cont on the source after the hand-over: the '
+                       'destination answers: %s; source vhost: %r'
+                       % (r['answers_after_cont'], after))
+    r['src_rx'], r['src_tx'] = vhost_packets(src)
+    r['dst_rx'], r['dst_tx'] = vhost_packets(dst)
+    if not r['src_rx'] or not r['dst_rx'] or not r['dst_tx']:
+        bad.append('vhost-net did not carry the pings: source rx %d, '
+                   'destination rx %d tx %d' % (r['src_rx'], r['dst_rx'],
+                                                r['dst_tx']))
+    return bad
+
+
 def run(qemu, mode, tmp, guest_args):
-    """One migration of the guest, @mode 'local' or 'plain'; the
-    figures, or raises"""
+    """One migration of the guest, @mode one of MODES; the figures, or
+    raises"""
     sock = os.path.join(tmp, mode + '.sock')
     serial = os.path.join(tmp, mode + '-src.serial')
     port = ['-device', 'pcie-root-port,id=rp0,chassis=1']
-    mq = mode == 'local-mq'
+    mq = mode.startswith('local-mq')
+    vhost = 'vhost' in mode
+    base = {'vhost-fail': 'local', 'local-mq-fail': 'local-defer'}.get(
+        mode, mode.replace('-vhost', ''))
+    fails = mode.endswith('-fail')
+    opt = ',vhost=on' if vhost else ''
     nic = port + ['-device', 'virtio-net-pci,netdev=n0,bus=rp0,'
                   'mac=52:54:00:12:34:56%s' % (',mq=on' if mq else '')]
-    src_tap = 'tap,id=n0,ifname=tap0,script=no,downscript=no'
+    src_tap = 'tap,id=n0,ifname=tap0,script=no,downscript=no' + opt
     if mq:
         guest_args = guest_args + ['-smp', '2']
-        src_tap = 'tap,id=n0,ifname=tap2,script=no,downscript=no,queues=2'
-    if mode in ('local', 'local-mq'):
+        src_tap = ('tap,id=n0,ifname=tap2,script=no,downscript=no,'
+                   'queues=2' + opt)
+    if base in ('local', 'local-mq'):
         src_tap += ',%s=on' % LOCAL
         dst_args = ['-incoming', 'config:local=on', '-incoming',
-                    'unix:' + sock, '-netdev', 'tap,id=n0,%s=on%s'
-                    % (LOCAL, ',queues=2' if mq else '')]
-    elif mode == 'local-defer':
+                    'unix:' + sock, '-netdev', 'tap,id=n0,%s=on%s%s'
+                    % (LOCAL, ',queues=2' if mq or mode == 'vhost-fail'
+                       else '', opt)]
+    elif base == 'local-defer':
         src_tap += ',%s=on' % LOCAL
         dst_args = ['-incoming', 'defer']
     else:
         dst_args = ['-incoming', 'unix:' + sock, '-netdev',
                     'tap,id=n0,ifname=tap1,script=no,downscript=no']
+    shim = vhost_shim(tmp) if vhost else None
+    logs = [os.path.join(tmp, '%s-%s.vhost' % (mode, side))
+            for side in ('src', 'dst')]
+    envs = [None, None]
+    if shim:
+        for i, log in enumerate(logs):
+            if os.path.exists(log):
+                os.unlink(log)
+            envs[i] = dict(os.environ, LD_PRELOAD=shim,
+                           FAKE_VHOST_NET_LOG=log)
+    # a device the destination lacks: its load fails after the taps'
+    more = ['-device', 'virtio-rng-pci'] if mode == 'local-mq-fail' else []
     src = VM(qemu, guest_args + ['-serial', 'file:' + serial, '-netdev',
-                                 src_tap] + nic, name=mode + '-src',
-             tmpdir=tmp)
+                                 src_tap] + nic + more, name=mode + '-src',
+             tmpdir=tmp, env=envs[0])
     dst = VM(qemu, guest_args + ['-serial', 'null'] + dst_args +
-             (port if mode == 'local-defer' else nic),
-             name=mode + '-dst', tmpdir=tmp)
+             (port if base == 'local-defer' else nic),
+             name=mode + '-dst', tmpdir=tmp, env=envs[1])
     try:
         src.start()
         if not wait_ready(serial):
@@ -201,15 +353,24 @@ def run(qemu, mode, tmp, guest_args):
         if queues != (2 if mq else 1):
             raise RuntimeError('the guest has %d rx queues' % queues)
         dst.start()
-        if mode == 'local-defer':
+        if base == 'local-defer':
             dst.cmd('migrate-set-parameters', local=True)
-            dst.cmd('netdev_add', type='tap', id='n0', **{LOCAL: True})
+            dst.cmd('netdev_add', type='tap', id='n0',
+                    **dict({LOCAL: True}, **({'vhost': True} if vhost
+                                             else {}),
+                           **({'queues': 2} if mq else {})))
             dst.cmd('device_add', driver='virtio-net-pci', netdev='n0',
-                    bus='rp0', mac='52:54:00:12:34:56')
-            dst.cmd('migrate-incoming', uri='unix:' + sock)
+                    bus='rp0', mac='52:54:00:12:34:56',
+                    **({'mq': True} if mq else {}))
+            # local-mq-fail: the destination stays when its load fails
+            dst.cmd('migrate-incoming', uri='unix:' + sock,
+                    **({'exit-on-error': False} if mode == 'local-mq-fail'
+                       else {}))
+        dst_before = vhost_log(logs[1])
+        dst_held = vhost and shim is None and holds_vhost(dst.proc.pid)
         src.cmd('migrate-set-capabilities', capabilities=[
             {'capability': 'return-path', 'state': True}])
-        if mode != 'plain':
+        if base != 'plain':
             src.cmd('migrate-set-parameters', local=True)
         pinger = Pinger(GUEST).start()
         time.sleep(1.0)
@@ -220,20 +381,55 @@ def run(qemu, mode, tmp, guest_args):
         info = src.cmd('query-migrate')
         time.sleep(2.0)
         pinger.finish()
-        if status != 'completed':
+        expected = 'failed' if fails else 'completed'
+        if status != expected:
             raise RuntimeError('migration %s: %s' % (status, src.output()
                                                      + dst.output()))
-        dst_status = dst.cmd('query-status')['status']
+        runs = src if fails else dst
+        if mode == 'local-mq-fail':
+            # the guest's two queues, then a reset of the destination,
+            # which would disable the second if it still had the fds
+            dst.wait_for(lambda: dst.migration_status() == 'failed',
+                         'failed load', timeout=30)
+            attached = [tap_attached_queues('tap2')]
+            dst.cmd('system_reset')
+            time.sleep(1.0)
+            attached.append(tap_attached_queues('tap2'))
+        dst_status = runs.cmd('query-status')['status']
         sent, lost, gap = pinger.stats(t0 - 1.0, t1 + 1.0)
         after = answers(GUEST)
-        return {'mode': mode, 'downtime_ms': info.get('downtime'),
-                'total_ms': info.get('total-time'), 'sent': sent,
-                'lost': lost, 'lost_ms': lost * pinger.interval * 1e3,
-                'gap_ms': gap * 1e3, 'dst_status': dst_status,
-                'answers_after': after, 'queues': queues}
+        r = {'mode': mode, 'downtime_ms': info.get('downtime'),
+             'total_ms': info.get('total-time'), 'sent': sent,
+             'lost': lost, 'lost_ms': lost * pinger.interval * 1e3,
+             'gap_ms': gap * 1e3, 'dst_status': dst_status,
+             'answers_after': after, 'queues': queues,
+             'tap': 'tap2' if mq else 'tap0'}
+        if mode == 'local-vhost':
+            # the source's vhost-net cannot reach the tap device again
+            src.cmd('cont')
+            r['answers_after_cont'] = answers(GUEST)
+        if mode == 'vhost-fail':
+            # the source hears only that the destination failed
+            dst.shutdown()
+            r['error'] = dst.output().strip()
+            r['detail'] = "its vhost-net started again"
+        if mode == 'local-mq-fail':
+            r['error'] = dst.cmd('query-migrate').get('error-desc', '')
+            r['detail'] = ('tap2 has %d then %d queues attached, before and '
+                           'after a reset of the destination, which stays '
+                           '(exit-on-error=false)' % tuple(attached))
+            if attached != [2, 2]:
+                r['problems'] = ['the failed destination reached the '
+                                 'source\'s tap device: ' + r['detail']]
     finally:
         src.cleanup()
         dst.cleanup()
+    # the devices log their packets when QEMU stops vhost-net at its exit
+    r.setdefault('problems', [])
+    if vhost:
+        r['problems'] += check_vhost(r, shim, logs[0], logs[1], dst_before,
+                                     dst_held)
+    return r
 
 
 def main():
@@ -242,9 +438,9 @@ def main():
     ap.add_argument('--reps', type=int, default=1)
     ap.add_argument('--slack-ms', type=float, default=1500.0)
     ap.add_argument('--json')
-    ap.add_argument('--modes', default='local,local-defer,plain,local-mq',
-                    help='comma-separated, of local, local-defer, plain '
-                    'and local-mq (default: all)')
+    ap.add_argument('--modes', default=','.join(MODES),
+                    help='comma-separated, of %s (default: all)'
+                    % ', '.join(MODES))
     ap.add_argument('--in-netns', action='store_true', help=argparse.SUPPRESS)
     args = ap.parse_args()
     tap = TAP()
@@ -286,15 +482,32 @@ def main():
                 continue
             results.append(r)
             limit = (r['downtime_ms'] or 0) + args.slack_ms
+            if r['mode'] in FAILS:
+                tap.ok(r['dst_status'] == 'running' and r['answers_after']
+                       and FAILS[r['mode']] in r['error'] and
+                       not r['problems'],
+                       '%s: the destination fails, the source runs on, %d '
+                       'of %d pings lost, longest gap %.0f ms; %s: %s'
+                       % (name, r['lost'], r['sent'], r['gap_ms'],
+                          r['detail'], r['error']), repr(r))
+                continue
+            vhost = (', vhost (%s): destination rx %s tx %s'
+                     % (r['vhost'], r.get('dst_rx', '-'), r.get('dst_tx', '-'))
+                     if 'vhost' in r else '')
             tap.ok(r['dst_status'] == 'running' and r['answers_after'] and
-                   r['gap_ms'] <= limit,
+                   r['gap_ms'] <= limit and not r['problems'],
                    '%s: %d of %d pings lost, longest gap %.0f ms, downtime '
-                   '%s ms, total %s ms (gap limit %.0f ms)'
+                   '%s ms, total %s ms (gap limit %.0f ms)%s'
                    % (name, r['lost'], r['sent'], r['gap_ms'],
-                      r['downtime_ms'], r['total_ms'], limit), repr(r))
+                      r['downtime_ms'], r['total_ms'], limit, vhost),
+                   repr(r))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1)
+    if tap.failed:
+        print('# QEMU and vhost logs kept in %s' % tmp, flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return tap.done()
 
 

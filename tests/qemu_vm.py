@@ -87,8 +87,9 @@ class VM:
     """A QEMU process with a QMP socket in a private temporary directory."""
 
     def __init__(self, binary, args=(), name='vm', tmpdir=None,
-                 machine='q35'):
+                 machine='q35', env=None):
         self.binary = binary
+        self.env = env
         self.name = name
         self.tmpdir = tmpdir or tempfile.mkdtemp(prefix='qemu-series-')
         self.own_tmpdir = tmpdir is None
@@ -110,7 +111,7 @@ class VM:
         self.log = open(self.log_path, 'w')
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=self.env)
 
     def connect(self, timeout=60.0):
         deadline = time.monotonic() + timeout
@@ -205,6 +206,16 @@ def netns_unavailable():
                        stderr=subprocess.DEVNULL) != 0:
         return 'cannot create a network namespace (unshare -n)'
     return None
+
+
+def tap_attached_queues(ifname):
+    """How many queues of the tap device @ifname are attached
+    (TUNSETQUEUE), as the sysfs of this network namespace shows them in a
+    mount namespace of its own (fdinfo shows detached queues too)"""
+    out = subprocess.check_output(
+        "unshare -m sh -c 'mount -t sysfs none /sys && "
+        "ls /sys/class/net/%s/queues'" % ifname, shell=True, text=True)
+    return sum(1 for q in out.split() if q.startswith('rx-'))
 
 
 def exec_in_netns(argv):
