@@ -21,16 +21,19 @@ its own with a multi_queue tap0.  TAP output.
   and netdev_del of one while the migration runs or loads,
   mismatched queue counts, a destination tap with a device of its own, a
   source that does not pass its fds (behind virtio-net and e1000e),
-  vnet_hdr=off, and rss or hash on a NIC of a tap with the option.
+  vnet_hdr=off, fd= of a tap device without a vnet header, and rss or
+  hash on a NIC of a tap with the option.
 
 Needs root, /dev/net/tun and unshare -n: skipped, with the reason, if
 any is missing.  Re-runs itself in a new network namespace.
 """
 
 import argparse
+import fcntl
 import glob
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -54,6 +57,20 @@ def make_tap(queues=1):
     sh('ip link del tap0 2>/dev/null || true')
     sh('ip tuntap add dev tap0 mode tap%s && ip link set tap0 up'
        % (' multi_queue' if queues > 1 else ''))
+
+
+def open_tap_without_vnet_hdr():
+    """An fd of tap0 without IFF_VNET_HDR"""
+    tunsetiff = 0x400454ca
+    iff_tap, iff_no_pi = 0x0002, 0x1000
+    fd = os.open('/dev/net/tun', os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, tunsetiff,
+                    struct.pack('16sH22x', b'tap0', iff_tap | iff_no_pi))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def ifindex():
@@ -458,6 +475,23 @@ def test_refused(tap, env):
             '-nodefaults', '-display', 'none', '-M', 'q35'] + args)
         tap.ok(status == 1 and err in out, 'command line: %s refused with '
                '%s' % (what, LOCAL), 'status %d: %s' % (status, out))
+
+    # fd= of a tap device opened without a vnet header
+    make_tap()
+    fd = open_tap_without_vnet_hdr()
+    try:
+        p = subprocess.run(
+            [env.qemu, '-nodefaults', '-display', 'none', '-M', 'none',
+             '-netdev', 'tap,id=n0,fd=%d,%s=on' % (fd, LOCAL)],
+            pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=60)
+    finally:
+        os.close(fd)
+    err = ('the tap device has no vnet header (IFF_VNET_HDR), which '
+           'x-local-migration-supported needs')
+    tap.ok(p.returncode == 1 and err in p.stdout, 'command line: fd= of a '
+           'tap device without a vnet header refused with %s' % LOCAL,
+           'status %d: %s' % (p.returncode, p.stdout))
 
 
 def test_failed_destination_stays(tap, env):
